@@ -1,0 +1,1 @@
+"""Criteria: fairseq's own ``cross_entropy``, ``adaptive_loss`` and ``label_smoothed_cross_entropy`` serve."""

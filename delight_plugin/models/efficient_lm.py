@@ -1,0 +1,239 @@
+"""The one decoder-only LM skeleton that every language-model architecture here reuses.
+
+An architecture is a config dataclass (subclass of :class:`EfficientLMConfig`) plus a block
+module; its model class subclasses :class:`EfficientLanguageModel` and implements
+``build_block``. Embeddings, positions, the layer stack, final norm, output projection
+(tied, untied or adaptive softmax), incremental state, activation checkpointing and the
+parameter/MAC report are written here once. Blocks see activations as [batch, time, channels]
+and a :class:`DecodingContext`; they must be causal.
+"""
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import torch.utils.checkpoint
+from fairseq import utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel
+from fairseq.modules import AdaptiveInput, AdaptiveSoftmax, FairseqDropout
+from omegaconf import II
+from torch import Tensor, nn
+
+from ..modules.cache import DecodingContext
+from ..modules.positions import POSITION_SCHEMES, build_positions
+from ..modules.stats import format_report, lm_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EfficientLMConfig(FairseqDataclass):
+    decoder_embed_dim: int = field(default=512, metadata={"help": "model width (d_model)"})
+    decoder_input_dim: Optional[int] = field(
+        default=None, metadata={"help": "token embedding width; projected to the model width if different "
+                                        "(default: --decoder-embed-dim)"})
+    decoder_output_dim: Optional[int] = field(
+        default=None, metadata={"help": "width fed to the output layer; the final features are projected "
+                                        "to it if different (default: --decoder-input-dim)"})
+    decoder_layers: int = field(default=6, metadata={"help": "number of blocks"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and residual branches"})
+    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    position_scheme: ChoiceEnum(POSITION_SCHEMES) = field(
+        default="sinusoidal", metadata={"help": "how positions enter: added learned or sinusoidal "
+                                                "embeddings, rotary q/k rotation in the blocks, or none"})
+    no_scale_embedding: bool = field(default=False, metadata={"help": "do not scale embeddings by sqrt(dim)"})
+    share_decoder_input_output_embed: bool = field(
+        default=False, metadata={"help": "tie the output projection to the input embedding"})
+    no_decoder_final_norm: bool = field(default=False, metadata={"help": "no LayerNorm after the last block"})
+    adaptive_input: bool = field(default=False, metadata={"help": "adaptive input embeddings (Baevski & Auli)"})
+    adaptive_input_factor: float = field(default=4, metadata={"help": "adaptive input dimension reduction factor"})
+    adaptive_input_cutoff: Optional[str] = field(
+        default=None, metadata={"help": "comma-separated adaptive input cutoffs, e.g. 20000,60000"})
+    adaptive_softmax_cutoff: Optional[str] = field(
+        default=None, metadata={"help": "comma-separated adaptive softmax cutoffs (use with --criterion adaptive_loss)"})
+    adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "dropout in the adaptive softmax tails"})
+    adaptive_softmax_factor: float = field(default=4, metadata={"help": "adaptive softmax dimension reduction factor"})
+    tie_adaptive_weights: bool = field(default=False, metadata={"help": "tie adaptive input and softmax weights"})
+    tie_adaptive_proj: bool = field(default=False, metadata={"help": "also tie their projections"})
+    checkpoint_activations: bool = field(
+        default=False, metadata={"help": "recompute each block's activations in the backward pass (saves memory)"})
+    print_stats: bool = field(
+        default=False, metadata={"help": "log a parameter and MAC table per block when the model is built"})
+    stats_seq_len: int = field(default=512, metadata={"help": "sequence length for --print-stats MACs"})
+    tokens_per_sample: int = II("task.tokens_per_sample")
+    max_target_positions: Optional[int] = II("task.max_target_positions")
+
+
+def config_error(flag: str, value, allowed: str) -> ValueError:
+    """The error every architecture raises for a bad hyperparameter: flag, value, what is allowed."""
+    return ValueError(f"--{flag.replace('_', '-')}={value!r} is invalid: {allowed}")
+
+
+def cutoffs(value: Optional[str]) -> Optional[List[int]]:
+    return None if value is None else utils.eval_str_list(value, type=int)
+
+
+class EfficientLMDecoder(FairseqIncrementalDecoder):
+    def __init__(self, cfg: EfficientLMConfig, dictionary, model_cls):
+        super().__init__(dictionary)
+        self.cfg = cfg
+        embed_dim = cfg.decoder_embed_dim
+        input_dim = cfg.decoder_input_dim or embed_dim
+        output_dim = cfg.decoder_output_dim or input_dim
+        self.padding_idx = dictionary.pad()
+
+        if cfg.adaptive_input:
+            self.embed_tokens = AdaptiveInput(
+                len(dictionary), self.padding_idx, input_dim, cfg.adaptive_input_factor,
+                input_dim, cutoffs(cfg.adaptive_input_cutoff), 0.0, 8)
+        else:
+            self.embed_tokens = nn.Embedding(len(dictionary), input_dim, self.padding_idx)
+            nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=input_dim**-0.5)
+            nn.init.zeros_(self.embed_tokens.weight[self.padding_idx])
+        self.embed_scale = 1.0 if cfg.no_scale_embedding else input_dim**0.5
+        self.input_transform = model_cls.build_input_transform(cfg)
+        self.embed_positions = build_positions(cfg.position_scheme, embed_dim, cfg.max_target_positions)
+        self.embedding_dropout = model_cls.build_embedding_dropout(cfg)
+
+        self.layers = nn.ModuleList(model_cls.build_blocks(cfg))
+        self.layer_norm = None if cfg.no_decoder_final_norm else model_cls.build_norm(cfg, embed_dim)
+        self.project_out_dim = (
+            nn.Linear(embed_dim, output_dim, bias=False)
+            if embed_dim != output_dim and not cfg.tie_adaptive_weights else None)
+
+        self.adaptive_softmax = None
+        self.output_projection = None
+        if cfg.adaptive_softmax_cutoff is not None:
+            self.adaptive_softmax = AdaptiveSoftmax(
+                len(dictionary), output_dim, cutoffs(cfg.adaptive_softmax_cutoff),
+                dropout=cfg.adaptive_softmax_dropout,
+                adaptive_inputs=self.embed_tokens if cfg.tie_adaptive_weights else None,
+                factor=cfg.adaptive_softmax_factor, tie_proj=cfg.tie_adaptive_proj)
+        else:
+            self.output_projection = nn.Linear(output_dim, len(dictionary), bias=False)
+            if cfg.share_decoder_input_output_embed:
+                self.output_projection.weight = self.embed_tokens.weight
+            else:
+                nn.init.normal_(self.output_projection.weight, mean=0.0, std=output_dim**-0.5)
+
+    def embedding_modules(self) -> List[nn.Module]:
+        return [m for m in (self.embed_tokens, self.input_transform, self.embed_positions) if m is not None]
+
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None,
+                features_only: bool = False, return_all_hiddens: bool = False, **unused):
+        x, extra = self.extract_features(prev_output_tokens, incremental_state, return_all_hiddens)
+        if not features_only:
+            x = self.output_layer(x)
+        return x, extra
+
+    def extract_features(self, tokens: Tensor, incremental_state=None, return_all_hiddens: bool = False, **unused):
+        offset = 0
+        if incremental_state is not None:
+            # fairseq passes the whole prefix; everything before the last token is cached.
+            offset = tokens.size(1) - 1
+            tokens = tokens[:, -1:]
+        positions = torch.arange(offset, offset + tokens.size(1), device=tokens.device)
+        ctx = DecodingContext(positions, incremental_state)
+
+        x = self.embed_scale * self.embed_tokens(tokens)
+        if self.input_transform is not None:
+            x = self.input_transform(x)
+        if self.embed_positions is not None:
+            x = x + self.embed_positions(positions)
+        x = self.embedding_dropout(x)
+
+        inner_states = [x]
+        checkpoint = self.cfg.checkpoint_activations and self.training and incremental_state is None
+        for layer in self.layers:
+            if checkpoint:
+                x = torch.utils.checkpoint.checkpoint(layer, x, ctx, use_reentrant=False)
+            else:
+                x = layer(x, ctx)
+            if return_all_hiddens:
+                inner_states.append(x)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        if self.project_out_dim is not None:
+            x = self.project_out_dim(x)
+        return x, {"attn": [None], "inner_states": inner_states}
+
+    def output_layer(self, features: Tensor) -> Tensor:
+        return features if self.adaptive_softmax is not None else self.output_projection(features)
+
+    def max_positions(self) -> int:
+        return self.cfg.max_target_positions
+
+
+class EfficientLanguageModel(FairseqLanguageModel):
+    """Base class of every LM architecture. Subclasses implement ``build_block``.
+
+    ``presets`` maps a size name (tiny, small, base) to command-line flags that scale the
+    registered defaults; benchmarks and the demo use the same name across architectures so
+    that sizes are matched against fairseq's ``transformer_lm``.
+    """
+
+    presets: Dict[str, List[str]] = {}
+
+    @classmethod
+    def build_block(cls, cfg, layer_index: int) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def build_blocks(cls, cfg) -> List[nn.Module]:
+        return [cls.build_block(cfg, i) for i in range(cfg.decoder_layers)]
+
+    @classmethod
+    def build_input_transform(cls, cfg) -> Optional[nn.Module]:
+        input_dim = cfg.decoder_input_dim or cfg.decoder_embed_dim
+        if input_dim == cfg.decoder_embed_dim:
+            return None
+        return nn.Linear(input_dim, cfg.decoder_embed_dim, bias=False)
+
+    @classmethod
+    def build_embedding_dropout(cls, cfg) -> nn.Module:
+        return FairseqDropout(cfg.dropout, module_name="embedding_dropout")
+
+    @classmethod
+    def build_norm(cls, cfg, dim: int) -> nn.Module:
+        return nn.LayerNorm(dim)
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        """Reject bad hyperparameters before any module is built. Subclasses extend this."""
+        if cfg.position_scheme not in POSITION_SCHEMES:
+            raise config_error("position_scheme", cfg.position_scheme, f"choose one of {list(POSITION_SCHEMES)}")
+        for name in ("decoder_embed_dim", "decoder_layers", "max_target_positions"):
+            if getattr(cfg, name) is None or getattr(cfg, name) < 1:
+                raise config_error(name, getattr(cfg, name), "must be a positive integer")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(cfg, name) < 1.0:
+                raise config_error(name, getattr(cfg, name), "must be in [0, 1)")
+        if cfg.share_decoder_input_output_embed and (cfg.adaptive_input or cfg.adaptive_softmax_cutoff):
+            raise config_error("share_decoder_input_output_embed", True,
+                               "use --tie-adaptive-weights with adaptive input/softmax instead")
+        if cfg.tie_adaptive_weights:
+            if not cfg.adaptive_input or cfg.adaptive_softmax_cutoff is None:
+                raise config_error("tie_adaptive_weights", True,
+                                   "needs both --adaptive-input and --adaptive-softmax-cutoff")
+            if cfg.adaptive_input_cutoff != cfg.adaptive_softmax_cutoff:
+                raise config_error("adaptive_input_cutoff", cfg.adaptive_input_cutoff,
+                                   "must equal --adaptive-softmax-cutoff when weights are tied")
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        if cfg.max_target_positions is None:
+            cfg.max_target_positions = cfg.tokens_per_sample
+        cls.validate_config(cfg)
+        model = cls(EfficientLMDecoder(cfg, task.target_dictionary, cls))
+        if cfg.print_stats:
+            logger.info("\n" + model.stats_table(cfg.stats_seq_len))
+        return model
+
+    def stats(self, seq_len: int):
+        """Parameter and MAC rows per block (see ``modules/stats.py``)."""
+        return lm_report(self.decoder, seq_len)
+
+    def stats_table(self, seq_len: int) -> str:
+        return format_report(self.stats(seq_len), f"{type(self).__name__} at {seq_len} tokens")

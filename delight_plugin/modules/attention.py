@@ -1,0 +1,69 @@
+"""Causal multi-head self-attention on ``F.scaled_dot_product_attention`` with a key/value cache."""
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cache import CachedModule, DecodingContext
+from .positions import RotaryEmbedding
+
+
+def causal_mask(num_queries: int, num_keys: int, device) -> Optional[Tensor]:
+    """Boolean [T, P+T] mask for T new queries after P cached keys (None when T == 1)."""
+    if num_queries == 1:
+        return None
+    past = num_keys - num_queries
+    keys = torch.arange(num_keys, device=device)
+    queries = torch.arange(num_queries, device=device) + past
+    return keys[None, :] <= queries[:, None]
+
+
+class CausalSelfAttention(CachedModule):
+    """Causal self-attention. Subclasses change how q, k, v are made by overriding ``project_qkv``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        rotary_dim: int = 0,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} must be divisible by the number of heads {num_heads}")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.dropout = dropout
+        self.qkv_proj = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.rotary = RotaryEmbedding(rotary_dim) if rotary_dim else None
+        nn.init.xavier_uniform_(self.qkv_proj.weight, gain=2**-0.5)
+        nn.init.xavier_uniform_(self.out_proj.weight)
+
+    def project_qkv(self, x: Tensor, ctx: DecodingContext, cache: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """[B, T, dim] -> q, k, v each [B, T, dim]. ``cache`` may be read and updated."""
+        return self.qkv_proj(x).chunk(3, dim=-1)
+
+    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        bsz, seq_len, _ = x.shape
+        cache = self.get_cache(ctx.incremental_state)
+        q, k, v = (
+            t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+            for t in self.project_qkv(x, ctx, cache)
+        )
+        if self.rotary is not None:
+            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+        if ctx.incremental_state is not None:
+            cache.update(k=k, v=v)
+            self.set_cache(ctx.incremental_state, cache)
+        past = k.size(2) - seq_len
+        out = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=causal_mask(seq_len, k.size(2), x.device) if past else None,
+            is_causal=past == 0 and seq_len > 1,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, self.dim))

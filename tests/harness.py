@@ -1,0 +1,202 @@
+"""Shared machinery of the test-suite: build registered architectures through fairseq's own
+argument parsing (so named-arch defaults and build-time validation are exercised exactly as
+on the command line), run the conformance probes, and run fairseq's command-line tools."""
+import contextlib
+import importlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import delight_plugin  # noqa: F401  (registers the architectures)
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel, FairseqLanguageModel
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = REPO / "delight_plugin"
+SAMPLE_DIR = PLUGIN_DIR / "data" / "sample"
+SHARED_DATA = REPO.parent / "shared" / "data"
+VOCAB = 100  # symbols in the synthetic dictionary used by in-process model tests
+
+
+def _ours(model_cls) -> bool:
+    return model_cls.__module__.startswith("delight_plugin.")
+
+
+def registered_archs(kind):
+    """Every architecture name the plugin registers whose model is a ``kind`` subclass."""
+    return sorted(a for a, m in ARCH_MODEL_REGISTRY.items() if _ours(m) and issubclass(m, kind))
+
+
+def lm_archs():
+    return registered_archs(FairseqLanguageModel)
+
+
+def seq2seq_archs():
+    return registered_archs(FairseqEncoderDecoderModel)
+
+
+def model_name(arch: str) -> str:
+    from fairseq.models import MODEL_REGISTRY
+    cls = ARCH_MODEL_REGISTRY[arch]
+    return next(name for name, c in MODEL_REGISTRY.items() if c is cls)
+
+
+def cases(arch: str):
+    """The per-model test cases module ``tests/cases/<model>.py`` (variants, bad configs, ...)."""
+    name = model_name(arch)
+    path = Path(__file__).parent / "cases" / f"{name}.py"
+    if not path.exists():
+        raise AssertionError(
+            f"model {name!r} (arch {arch!r}) has no tests/cases/{name}.py: every registered model must "
+            "contribute its tiny flags, variants and bad-config cases to the conformance suite")
+    return importlib.import_module(f"cases.{name}")
+
+
+def tiny_flags(arch: str):
+    return list(cases(arch).TINY)
+
+
+def write_dictionary(directory: Path, size: int = VOCAB) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "dict.txt").write_text("".join(f"w{i} {1000 - i}\n" for i in range(size - 4)))
+    return directory
+
+
+def build(arch: str, flags=(), data_dir=None, task="language_modeling", tokens_per_sample=64, extra_task_flags=()):
+    """Build ``arch`` exactly as ``fairseq-train`` would, returning (model, task)."""
+    data_dir = data_dir or write_dictionary(Path(os.environ.get("PYTEST_TMP", "/tmp")) / "delight_dict")
+    argv = [str(data_dir), "--task", task, "--arch", arch, "--user-dir", str(PLUGIN_DIR), *extra_task_flags]
+    if task == "language_modeling":
+        argv += ["--tokens-per-sample", str(tokens_per_sample)]
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, argv + [str(f) for f in flags])
+    cfg = convert_namespace_to_omegaconf(args)
+    fairseq_task = tasks.setup_task(cfg.task)
+    torch.manual_seed(0)
+    return fairseq_task.build_model(cfg.model), fairseq_task
+
+
+def build_error(arch: str, flags, **kw) -> str:
+    """The message with which building ``arch`` with ``flags`` is refused ('' if it is not)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            build(arch, flags, **kw)
+    except SystemExit:  # argparse rejected the value (choices, types)
+        return err.getvalue()
+    except (ValueError, TypeError, AssertionError) as e:
+        return str(e)
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Probes. Each raises AssertionError with the measured numbers when the model misbehaves.
+# --------------------------------------------------------------------------------------------
+
+def log_probs(model, tokens, **kw):
+    with torch.no_grad():
+        return model.get_normalized_probs(model(tokens, **kw), log_probs=True).float()
+
+
+def random_tokens(batch: int, length: int, vocab: int = VOCAB, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(4, vocab, (batch, length), generator=g)
+
+
+def probe_causality(model, length: int = 37, positions=None, tol: float = 1e-5, **kw):
+    """Changing token j must leave every output before j unchanged, and change the output at j."""
+    model.eval()
+    tokens = random_tokens(2, length)
+    base = log_probs(model, tokens, **kw)
+    for j in positions or sorted({1, length // 3, length // 2 + 1, length - 1}):
+        changed = tokens.clone()
+        changed[:, j] = 4 + (changed[:, j] - 4 + 7) % (VOCAB - 4)
+        out = log_probs(model, changed, **kw)
+        before = (out[:, :j] - base[:, :j]).abs().max().item() if j else 0.0
+        at_j = (out[:, j] - base[:, j]).abs().max().item()
+        assert before <= tol, f"changing token {j} moved earlier outputs by {before:.3g} (> {tol})"
+        assert at_j > tol, f"changing token {j} did not change the output at {j} (max diff {at_j:.3g})"
+
+
+def probe_prefix(model, length: int = 37, prefix: int = 20, tol: float = 1e-4, **kw):
+    """The outputs for a prefix must not depend on how long the sequence is."""
+    model.eval()
+    tokens = random_tokens(2, length)
+    diff = (log_probs(model, tokens, **kw)[:, :prefix] - log_probs(model, tokens[:, :prefix], **kw)).abs().max().item()
+    assert diff <= tol, f"outputs of a {prefix}-token prefix moved by {diff:.3g} when {length - prefix} tokens follow"
+
+
+def incremental_log_probs(model, tokens, reorder_at=None, new_order=None, **kw):
+    """Decode one token at a time through fairseq's incremental_state, optionally reordering the
+    batch (as beam search does) after step ``reorder_at``."""
+    state = {}
+    steps = []
+    with torch.no_grad():
+        for t in range(tokens.size(1)):
+            if reorder_at is not None and t == reorder_at:
+                model.decoder.reorder_incremental_state_scripting(state, new_order)
+                tokens = tokens.index_select(0, new_order)
+                steps = [s.index_select(0, new_order) for s in steps]
+            out = model.decoder(tokens[:, : t + 1], incremental_state=state, **kw)
+            steps.append(model.get_normalized_probs(out, log_probs=True).float()[:, -1])
+    return torch.stack(steps, dim=1), tokens
+
+
+def probe_incremental(model, length: int = 37, tol: float = 1e-4, **kw):
+    """Token-by-token decoding with incremental_state equals the full forward pass, also after a
+    beam-search style reorder of the batch."""
+    model.eval()
+    tokens = random_tokens(3, length)
+    full = log_probs(model, tokens, **kw)
+    inc, _ = incremental_log_probs(model, tokens, **kw)
+    diff = (inc - full).abs().max().item()
+    assert diff <= tol, f"incremental decoding differs from the full forward pass by {diff:.3g} (> {tol})"
+    order = torch.tensor([2, 0, 0])
+    inc, reordered = incremental_log_probs(model, tokens, reorder_at=length // 2, new_order=order, **kw)
+    diff = (inc - log_probs(model, reordered, **kw)).abs().max().item()
+    assert diff <= tol, f"after reordering the beam, incremental decoding differs by {diff:.3g} (> {tol})"
+
+
+# --------------------------------------------------------------------------------------------
+# fairseq command-line tools
+# --------------------------------------------------------------------------------------------
+
+def fairseq_cli(tool: str, *args, cwd=None, check=True, env=None):
+    """Run a fairseq console tool with this interpreter; return the completed process."""
+    cmd = [sys.executable, "-m", f"fairseq_cli.{tool}", *[str(a) for a in args]]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def train_losses(log: str):
+    """Per-update training losses from a ``--log-format json --log-interval 1`` run."""
+    losses = {}
+    for line in log.splitlines():
+        if "train_inner" in line and "{" in line:
+            rec = json.loads(line[line.index("{"):])
+            losses[int(rec["num_updates"])] = float(rec["loss"])
+    return losses
+
+
+def preprocess_lm(dest: Path, source: Path = SAMPLE_DIR / "wikitext-2") -> Path:
+    if not (dest / "dict.txt").exists():
+        fairseq_cli("preprocess", "--only-source", "--trainpref", source / "train.txt",
+                    "--validpref", source / "valid.txt", "--testpref", source / "test.txt",
+                    "--destdir", dest, "--workers", "2", "--thresholdsrc", "2")
+    return dest
+
+
+def preprocess_translation(dest: Path, source: Path = SAMPLE_DIR / "wmt16-en-ro", src="en", tgt="ro") -> Path:
+    if not (dest / "dict.en.txt").exists():
+        fairseq_cli("preprocess", "--source-lang", src, "--target-lang", tgt, "--joined-dictionary",
+                    "--trainpref", source / "train", "--validpref", source / "valid", "--testpref", source / "test",
+                    "--destdir", dest, "--workers", "2")
+    return dest

@@ -1,0 +1,89 @@
+"""The conformance probes must catch a block that peeks at the next token, and the shared
+skeleton's report, presets and checkpointing must work for the reference block."""
+import pytest
+import torch
+from torch import nn
+
+import harness
+from delight_plugin.models.plain_lm import PlainLanguageModel
+from delight_plugin.presets import non_embedding_params, preset_flags
+
+
+class LeakyBlock(nn.Module):
+    """Adds a little of the *next* position's input: a future-token leak."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, ctx):
+        future = torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], dim=1)
+        return self.inner(x + 0.1 * future, ctx)
+
+
+class LeakyLanguageModel(PlainLanguageModel):
+    @classmethod
+    def build_block(cls, cfg, layer_index):
+        return LeakyBlock(super().build_block(cfg, layer_index))
+
+
+def leaky_model():
+    model, task = harness.build("plain_lm", harness.tiny_flags("plain_lm"))
+    return LeakyLanguageModel.build_model(model.decoder.cfg, task)
+
+
+def test_probes_pass_on_reference_block():
+    model, _ = harness.build("plain_lm", harness.tiny_flags("plain_lm"))
+    harness.probe_causality(model)
+    harness.probe_prefix(model)
+    harness.probe_incremental(model)
+
+
+def test_causality_probe_catches_a_leaky_block():
+    with pytest.raises(AssertionError, match="moved earlier outputs"):
+        harness.probe_causality(leaky_model())
+
+
+def test_prefix_probe_catches_a_leaky_block():
+    with pytest.raises(AssertionError, match="prefix moved"):
+        harness.probe_prefix(leaky_model())
+
+
+def test_incremental_probe_catches_a_leaky_block():
+    with pytest.raises(AssertionError, match="incremental decoding differs"):
+        harness.probe_incremental(leaky_model())
+
+
+def test_stats_report_counts_every_parameter_and_the_known_macs():
+    model, _ = harness.build("plain_lm", harness.tiny_flags("plain_lm"))
+    rows = model.stats(seq_len=16)
+    assert sum(r.params for r in rows) == sum(p.numel() for p in model.parameters())
+    d, ffn, n, vocab = 32, 64, 16, len(model.decoder.dictionary)
+    # per token: qkv + out projections, two FFN matrices, and q.k^T plus attn.v over n keys
+    per_layer = 4 * d * d + 2 * d * ffn + 2 * n * d
+    layers = [r for r in rows if r.name.startswith("layers.")]
+    assert len(layers) == 2 and all(r.macs_per_token == per_layer for r in layers), layers
+    assert rows[-1].macs_per_token == d * vocab
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    model, _ = harness.build("plain_lm", harness.tiny_flags("plain_lm") + ["--dropout", "0"])
+    tokens = harness.random_tokens(2, 20)
+
+    def grads(checkpoint):
+        model.zero_grad()
+        model.decoder.cfg.checkpoint_activations = checkpoint
+        model.train()
+        model(tokens)[0].logsumexp(-1).sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain, checkpointed = grads(False), grads(True)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+
+
+def test_presets_match_the_baseline_size():
+    for size in ("tiny", "small"):
+        ours, _ = harness.build("plain_lm", preset_flags("plain_lm", size))
+        base, _ = harness.build("transformer_lm", preset_flags("transformer_lm", size))
+        ratio = non_embedding_params(ours) / non_embedding_params(base)
+        assert 0.9 <= ratio <= 1.1, (size, ratio)
