@@ -3,6 +3,8 @@ from setuptools import find_packages, setup
 
 CORE = [
     "torch>=2.1",
+    # fairseq still calls numpy 1.x APIs (np.compat.long in --sample-break-mode eos/complete).
+    "numpy<2",
     # Upstream fairseq's main branch as a wheel; PyPI's fairseq 0.12.2 does not import on 3.11+.
     "ve-fairseq==0.12.3",
     "sacrebleu>=2.0",
