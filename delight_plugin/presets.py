@@ -42,3 +42,15 @@ def non_embedding_params(model) -> int:
         if module is not None:
             skip |= {id(p) for p in module.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def plugin_lm_archs(default_only: bool = False) -> List[str]:
+    """Language-model architectures this plugin registers (one per model with ``default_only``)."""
+    from fairseq.models import MODEL_REGISTRY, FairseqLanguageModel
+
+    ours = {a: m for a, m in ARCH_MODEL_REGISTRY.items()
+            if m.__module__.startswith("delight_plugin.") and issubclass(m, FairseqLanguageModel)}
+    if default_only:
+        model_names = {name for name, m in MODEL_REGISTRY.items() if m in ours.values()}
+        return sorted(a for a in ours if a in model_names)
+    return sorted(ours)
