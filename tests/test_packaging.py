@@ -1,0 +1,24 @@
+"""Installation-facing behaviour: the plugin's import error, and how users find --user-dir."""
+import subprocess
+import sys
+
+import harness
+
+
+def test_import_error_says_what_to_install():
+    code = "import sys; sys.modules['fairseq'] = None; import delight_plugin"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and "pip install ve-fairseq==0.12.3" in proc.stderr
+
+
+def test_python_m_prints_the_user_dir(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "delight_plugin"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(harness.PLUGIN_DIR)
+
+
+def test_sample_is_small_and_attributed():
+    files = [p for p in harness.SAMPLE_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 5 * 2**20
+    readme = (harness.SAMPLE_DIR / "README.md").read_text()
+    assert "CC BY-SA 3.0" in readme and "Europarl" in readme
