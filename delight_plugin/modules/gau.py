@@ -1,0 +1,226 @@
+"""Gated attention unit (GAU) and FLASH's mixed chunk attention (Hua et al., 2022).
+
+A GAU replaces one attention + FFN pair: from the normalised input, a SiLU projection gives the
+gate U and value V (width e) and a shared low-dimensional Z (width s); per-dimension scales and
+offsets turn Z into queries and keys; the attention weights are relu(q.k * scale + bias)^2 (or
+Mega's Laplace function) with a single head and no softmax; the output is (U * AV) W_o + x.
+
+Two attentions:
+  * ``QuadAttention`` (FLASH-Quad): full causal quadratic attention, keys/values cached.
+  * ``ChunkedAttention`` (FLASH): exact quadratic attention inside groups of C tokens plus causal
+    linear attention across groups through an exclusive cumulative sum of per-group k^T v. O(n C).
+
+Scale (fixed per layer, never the sequence length, so a prefix's outputs do not depend on what
+follows, unlike the reference's 1/n): logits are q.k / C in chunked mode (the linear part is
+divided by C as well), and q.k / L in quad mode with L = ``--gau-quad-scale-length`` (default 512,
+the paper's 1/n at its 512-token training length).
+"""
+import math
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from fairseq.modules import FairseqDropout
+from torch import Tensor, nn
+
+from .attention import causal_mask
+from .cache import CachedModule, DecodingContext
+from .positions import RotaryEmbedding
+
+GAU_MODES = ("quad", "chunked")
+
+_LAPLACE_MU, _LAPLACE_SIGMA = math.sqrt(0.5), math.sqrt(1.0 / (4.0 * math.pi))
+
+
+def relu_squared(x: Tensor) -> Tensor:
+    return F.relu(x).square()
+
+
+def laplace(x: Tensor) -> Tensor:
+    """Mega's Laplace attention function: a bounded, smooth stand-in for relu^2."""
+    return 0.5 * (1.0 + torch.erf((x - _LAPLACE_MU) / (_LAPLACE_SIGMA * math.sqrt(2.0))))
+
+
+ATTENTION_FNS: Dict[str, Callable[[Tensor], Tensor]] = {"relu_squared": relu_squared, "laplace": laplace}
+
+
+class CausalRelativeBias(nn.Module):
+    """T5-style scalar bias of the distance i - j >= 0, in log-spaced buckets beyond num_buckets/2."""
+
+    def __init__(self, num_buckets: int = 32, max_distance: int = 128):
+        super().__init__()
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.bias = nn.Embedding(num_buckets, 1)
+        nn.init.zeros_(self.bias.weight)  # start neutral: q.k / scale is small at initialisation
+
+    def bucket(self, distance: Tensor) -> Tensor:
+        exact = self.num_buckets // 2
+        distance = distance.clamp(min=0)
+        log_ratio = torch.log(distance.clamp(min=1).float() / exact) / math.log(self.max_distance / exact)
+        far = (exact + (log_ratio * (self.num_buckets - exact)).long()).clamp(max=self.num_buckets - 1)
+        return torch.where(distance < exact, distance, far)
+
+    def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        """[Tq, Tk] bias for absolute positions (entries with key after query are masked anyway)."""
+        return self.bias(self.bucket(query_positions[:, None] - key_positions[None, :])).squeeze(-1)
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attention_fn, mask: Optional[Tensor],
+                     bias: Optional[Tensor] = None, dropout_p: float = 0.0, training: bool = False) -> Tensor:
+    """attention_fn(q k^T * scale + bias), zeroed where ``mask`` is False, times v (batched matmuls).
+
+    The mask multiplies the weights, not the logits, because the Laplace function is not 0 at 0."""
+    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if bias is not None:
+        logits = logits + bias
+    weights = attention_fn(logits)
+    if mask is not None:
+        weights = torch.where(mask, weights, 0.0)
+    weights = F.dropout(weights, dropout_p, training)
+    return torch.matmul(weights, v)
+
+
+class QuadAttention(CachedModule):
+    """FLASH-Quad: causal quadratic attention; decoding caches the keys and values."""
+
+    def __init__(self, scale_length: int, attention_fn: str, relative_bias: Optional[CausalRelativeBias],
+                 dropout: float):
+        super().__init__()
+        self.scale, self.attention_fn = 1.0 / scale_length, ATTENTION_FNS[attention_fn]
+        self.relative_bias, self.dropout = relative_bias, dropout
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, ctx: DecodingContext) -> Tensor:
+        cache = self.get_cache(ctx.incremental_state)
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
+        self.set_cache(ctx.incremental_state, {"k": k, "v": v})
+        bias = None
+        if self.relative_bias is not None:
+            bias = self.relative_bias(ctx.positions, torch.arange(k.size(1), device=k.device))
+        return masked_attention(q, k, v, self.scale, self.attention_fn, causal_mask(q.size(1), k.size(1), q.device),
+                                bias, self.dropout, self.training)
+
+
+class ChunkedAttention(CachedModule):
+    """FLASH: quadratic attention within groups of ``group_size`` plus causal linear attention
+    across groups (exclusive cumulative sum of the groups' lin_k^T v).
+
+    Decoding keeps the s x e sum over completed groups and the current group's keys and values
+    (fewer than ``group_size`` rows), so a token costs O(group_size), not O(n).
+    """
+
+    def __init__(self, group_size: int, attention_fn: str, relative_bias: Optional[CausalRelativeBias],
+                 dropout: float):
+        super().__init__()
+        self.group_size, self.scale = group_size, 1.0 / group_size
+        self.attention_fn, self.relative_bias, self.dropout = ATTENTION_FNS[attention_fn], relative_bias, dropout
+
+    def forward(self, quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
+                ctx: DecodingContext) -> Tensor:
+        if ctx.incremental_state is None:
+            return self.parallel(quad_q, quad_k, lin_q, lin_k, v)
+        return self.step(quad_q, quad_k, lin_q, lin_k, v, ctx)
+
+    def local_bias(self, query_positions: Tensor, key_positions: Tensor) -> Optional[Tensor]:
+        return None if self.relative_bias is None else self.relative_bias(query_positions, key_positions)
+
+    def parallel(self, quad_q, quad_k, lin_q, lin_k, v) -> Tensor:
+        """All groups at once. Inputs [B, n, *]; n is padded at the end to a multiple of C, which is
+        safe: padded keys come after every real query of the last group and later groups are all padding."""
+        bsz, seq_len, _ = v.shape
+        size = self.group_size
+        pad = (-seq_len) % size
+        groups = (seq_len + pad) // size
+        quad_q, quad_k, lin_q, lin_k, v = (
+            (F.pad(t, (0, 0, 0, pad)) if pad else t).reshape(bsz, groups, size, t.size(-1))
+            for t in (quad_q, quad_k, lin_q, lin_k, v))
+        offsets = torch.arange(size, device=v.device)
+        local = masked_attention(quad_q, quad_k, v, self.scale, self.attention_fn, causal_mask(size, size, v.device),
+                                 self.local_bias(offsets, offsets), self.dropout, self.training)
+        group_kv = torch.matmul(lin_k.transpose(-1, -2), v)  # [B, G, s, e]
+        earlier_kv = torch.cat([torch.zeros_like(group_kv[:, :1]), group_kv[:, :-1].cumsum(dim=1)], dim=1)
+        out = local + torch.matmul(lin_q, earlier_kv) * self.scale
+        return out.reshape(bsz, groups * size, -1)[:, :seq_len]
+
+    def step(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext) -> Tensor:
+        """New tokens [B, T, *] after the cached prefix. The skeleton decodes one token at a time;
+        a longer T is split at group boundaries (a loop over at most T / C + 1 pieces)."""
+        cache = self.get_cache(ctx.incremental_state)
+        outputs, start = [], 0
+        while start < v.size(1):
+            position = ctx.offset + start
+            in_group = position % self.group_size
+            end = start + min(v.size(1) - start, self.group_size - in_group)
+            piece = slice(start, end)
+            keys, values, lin_keys = quad_k[:, piece], v[:, piece], lin_k[:, piece]
+            if in_group:  # the current group's earlier rows are cached
+                keys = torch.cat([cache["group_k"], keys], dim=1)
+                values = torch.cat([cache["group_v"], values], dim=1)
+                lin_keys = torch.cat([cache["group_lin_k"], lin_keys], dim=1)
+            query_positions = ctx.positions[piece]
+            key_positions = torch.arange(position - in_group, position - in_group + keys.size(1), device=v.device)
+            out = masked_attention(quad_q[:, piece], keys, values, self.scale, self.attention_fn,
+                                   causal_mask(end - start, keys.size(1), v.device),
+                                   self.local_bias(query_positions, key_positions), self.dropout, self.training)
+            if "earlier_kv" in cache:
+                out = out + torch.matmul(lin_q[:, piece], cache["earlier_kv"]) * self.scale
+            outputs.append(out)
+            if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
+                group_kv = torch.matmul(lin_keys.transpose(-1, -2), values)
+                cache = {"earlier_kv": cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv}
+            else:
+                cache.update(group_k=keys, group_v=values, group_lin_k=lin_keys)
+            start = end
+        self.set_cache(ctx.incremental_state, cache)
+        return torch.cat(outputs, dim=1)
+
+
+def shift_tokens(x: Tensor, history: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Token shift (RWKV): the first half of the channels take the previous step's values (zeros
+    before the first token; ``history`` [B, 1, D/2] when decoding). Returns the shifted x and the
+    new history."""
+    half = x.size(-1) // 2
+    if history is None:
+        history = x.new_zeros(x.size(0), 1, half)
+    moved = torch.cat([history, x[..., :half]], dim=1)
+    return torch.cat([moved[:, :-1], x[..., half:]], dim=-1), moved[:, -1:]
+
+
+class GAUBlock(CachedModule):
+    """x + Dropout((U * Attention(Q, K, V)) W_o), all of it from LayerNorm(x) (pre-norm)."""
+
+    def __init__(self, dim: int, expansion_dim: int, qk_dim: int, mode: str = "quad", group_size: int = 256,
+                 quad_scale_length: int = 512, attention_fn: str = "relu_squared", rotary: bool = True,
+                 relative_bias: bool = False, token_shift: bool = False, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, norm: Optional[nn.Module] = None):
+        super().__init__()
+        if mode not in GAU_MODES:
+            raise ValueError(f"GAU mode must be one of {GAU_MODES}, got {mode!r}")
+        self.expansion_dim, self.qk_dim, self.mode, self.token_shift = expansion_dim, qk_dim, mode, token_shift
+        self.norm = norm if norm is not None else nn.LayerNorm(dim)
+        self.hidden_proj = nn.Linear(dim, 2 * expansion_dim + qk_dim)  # U | V | Z, one matmul
+        # Per-dimension scale and offset of Z: quad q, k (and linear q, k in chunked mode).
+        num_qk = 2 if mode == "quad" else 4
+        self.qk_scale = nn.Parameter(torch.empty(num_qk, qk_dim).normal_(std=0.02))
+        self.qk_offset = nn.Parameter(torch.zeros(num_qk, qk_dim))
+        self.out_proj = nn.Linear(expansion_dim, dim)
+        self.rotary = RotaryEmbedding(qk_dim) if rotary else None
+        bias = CausalRelativeBias() if relative_bias else None
+        self.attention = (QuadAttention(quad_scale_length, attention_fn, bias, attention_dropout) if mode == "quad"
+                          else ChunkedAttention(group_size, attention_fn, bias, attention_dropout))
+        self.activation_dropout = FairseqDropout(activation_dropout, module_name=type(self).__name__)
+        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
+
+    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        h = self.norm(x)
+        if self.token_shift:
+            cache = self.get_cache(ctx.incremental_state)
+            h, history = shift_tokens(h, cache.get("shift_history"))
+            self.set_cache(ctx.incremental_state, {"shift_history": history})
+        hidden = self.activation_dropout(F.silu(self.hidden_proj(h)))
+        u, v, z = hidden.split([self.expansion_dim, self.expansion_dim, self.qk_dim], dim=-1)
+        qk = z.unsqueeze(1) * self.qk_scale[:, None] + self.qk_offset[:, None]  # [B, num_qk, T, s]
+        if self.rotary is not None:
+            qk = self.rotary(qk, ctx.positions)
+        attended = self.attention(*qk.unbind(1), v, ctx)  # quad: (q, k, v); chunked: (q, k, lin_q, lin_k, v)
+        return x + self.dropout(self.out_proj(u * attended))
