@@ -1,0 +1,168 @@
+"""``linformer_lm``: a causal Linformer language model (Wang et al. 2020) on the shared skeleton.
+
+Keys and values are compressed along the sequence into k slots with prefix sums, so the model is
+causal by construction and decodes with a fixed-size state (see ``modules/linformer.py`` and
+docs/linformer.md). The flags mirror the linformer-pytorch reference: k, projection method,
+parameter sharing, k reduced per layer, checkpoint level, full attention, optional FFN and an
+intermediate output-projection width.
+"""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch.utils.checkpoint
+from fairseq.dataclass import ChoiceEnum
+from fairseq.models import register_model
+from fairseq.modules import FairseqDropout
+from torch import Tensor, nn
+
+from ..modules.attention import CausalSelfAttention
+from ..modules.cache import DecodingContext
+from ..modules.feedforward import FeedForward
+from ..modules.linformer import PROJECTION_METHODS, CausalLinformerAttention, SequenceCompression
+from .efficient_lm import config_error
+from .plain_lm import PlainLanguageModel, PlainLMConfig
+
+SHARING_MODES = ("none", "headwise", "kv", "layerwise")
+# The reference's C2 (checkpoint every head separately) needs a Python loop over heads; C1 already
+# recomputes all heads of a sublayer at once. Whole-block checkpointing: --checkpoint-activations.
+CHECKPOINT_LEVELS = ("C0", "C1")
+
+
+@dataclass
+class LinformerLMConfig(PlainLMConfig):
+    linformer_k: int = field(default=256, metadata={"help": "number of compressed key/value slots k"})
+    linformer_method: ChoiceEnum(PROJECTION_METHODS) = field(
+        default="learnable", metadata={"help": "how positions are compressed into slots: a learned k x N "
+                                               "matrix, a convolution over blocks of N/k positions, or a "
+                                               "fixed random N(0, 1) matrix"})
+    linformer_sharing: ChoiceEnum(SHARING_MODES) = field(
+        default="layerwise", metadata={"help": "which compressions are shared: none (per head, K and V), "
+                                               "headwise (per layer, K and V), kv (one per layer), "
+                                               "layerwise (one for the whole model)"})
+    linformer_k_reduce_by_layer: int = field(
+        default=0, metadata={"help": "layer i uses max(1, k - i * this) slots (not with layerwise sharing)"})
+    linformer_chunk_size: int = field(
+        default=64, metadata={"help": "positions per chunk of the training-time prefix sum (speed/memory "
+                                      "trade-off only; results are the same)"})
+    linformer_full_attention: bool = field(
+        default=False, metadata={"help": "exact causal softmax attention instead (for comparison)"})
+    linformer_no_ffn: bool = field(default=False, metadata={"help": "blocks without the feed-forward sublayer"})
+    linformer_out_proj_dim: Optional[int] = field(
+        default=None, metadata={"help": "factor the attention output projection through this width "
+                                        "(the reference's w_o_intermediate_dim)"})
+    linformer_checkpoint_level: ChoiceEnum(CHECKPOINT_LEVELS) = field(
+        default="C0", metadata={"help": "C1: recompute the attention and FFN sublayers in backward "
+                                        "(--checkpoint-activations recomputes whole blocks)"})
+
+
+class LinformerBlock(nn.Module):
+    """Pre-norm attention and (optional) FFN sublayers; C1 checkpoints each sublayer."""
+
+    def __init__(self, dim: int, attention: nn.Module, ffn: Optional[nn.Module], dropout: float,
+                 checkpoint_sublayers: bool = False):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attention = attention
+        self.ffn_norm = nn.LayerNorm(dim) if ffn is not None else None
+        self.ffn = ffn
+        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
+        self.checkpoint_sublayers = checkpoint_sublayers
+
+    def _attend(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        return self.attention(self.attn_norm(x), ctx)
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self.ffn(self.ffn_norm(x))
+
+    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        checkpoint = self.checkpoint_sublayers and self.training and ctx.incremental_state is None
+        if checkpoint:
+            x = x + self.dropout(torch.utils.checkpoint.checkpoint(self._attend, x, ctx, use_reentrant=False))
+        else:
+            x = x + self.dropout(self._attend(x, ctx))
+        if self.ffn is None:
+            return x
+        if checkpoint:
+            return x + self.dropout(torch.utils.checkpoint.checkpoint(self._feed_forward, x, use_reentrant=False))
+        return x + self.dropout(self._feed_forward(x))
+
+
+def layer_slots(cfg, layer_index: int) -> int:
+    return max(1, cfg.linformer_k - layer_index * cfg.linformer_k_reduce_by_layer)
+
+
+@register_model("linformer_lm", dataclass=LinformerLMConfig)
+class LinformerLanguageModel(PlainLanguageModel):
+    # Same widths as transformer_lm's presets; k is small enough that the layerwise-shared k x N
+    # compression stays within the 10% parameter budget at --tokens-per-sample 512.
+    presets = {
+        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2",
+                 "--decoder-attention-heads", "4", "--linformer-k", "16"],
+        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-layers", "4",
+                  "--decoder-attention-heads", "4", "--linformer-k", "128"],
+        "base": ["--linformer-k", "256"],
+    }
+
+    @classmethod
+    def validate_config(cls, cfg):
+        super().validate_config(cfg)
+        max_positions = cfg.max_target_positions
+        if not 1 <= cfg.linformer_k <= max_positions:
+            raise config_error("linformer_k", cfg.linformer_k,
+                               f"must be between 1 and the sequence length --tokens-per-sample ({max_positions})")
+        if cfg.linformer_method not in PROJECTION_METHODS:
+            raise config_error("linformer_method", cfg.linformer_method, f"choose one of {list(PROJECTION_METHODS)}")
+        if cfg.linformer_sharing not in SHARING_MODES:
+            raise config_error("linformer_sharing", cfg.linformer_sharing, f"choose one of {list(SHARING_MODES)}")
+        if cfg.linformer_k_reduce_by_layer < 0:
+            raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer, "must be >= 0")
+        if cfg.linformer_k_reduce_by_layer and cfg.linformer_sharing == "layerwise":
+            raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer,
+                               "needs one compression per layer: use --linformer-sharing none, headwise or kv")
+        if cfg.linformer_chunk_size < 1:
+            raise config_error("linformer_chunk_size", cfg.linformer_chunk_size, "must be a positive integer")
+        if cfg.linformer_out_proj_dim is not None and cfg.linformer_out_proj_dim < 1:
+            raise config_error("linformer_out_proj_dim", cfg.linformer_out_proj_dim, "must be a positive integer")
+        if cfg.linformer_checkpoint_level not in CHECKPOINT_LEVELS:
+            raise config_error("linformer_checkpoint_level", cfg.linformer_checkpoint_level,
+                               f"choose one of {list(CHECKPOINT_LEVELS)} (C2, per-head checkpointing, is not offered)")
+
+    @classmethod
+    def build_blocks(cls, cfg) -> List[nn.Module]:
+        layerwise = cfg.linformer_sharing == "layerwise" and not cfg.linformer_full_attention
+        shared = cls.build_compression(cfg, 0, matrices=1) if layerwise else None
+        return [cls.build_block(cfg, i, shared) for i in range(cfg.decoder_layers)]
+
+    @classmethod
+    def build_block(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> LinformerBlock:
+        """``shared``: the one compression of --linformer-sharing layerwise (built here if None)."""
+        ffn = None if cfg.linformer_no_ffn else FeedForward(
+            cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_fn, cfg.activation_dropout)
+        return LinformerBlock(cfg.decoder_embed_dim, cls.build_attention(cfg, layer_index, shared), ffn, cfg.dropout,
+                              checkpoint_sublayers=cfg.linformer_checkpoint_level == "C1")
+
+    @classmethod
+    def build_compression(cls, cfg, layer_index: int, matrices: int) -> SequenceCompression:
+        head_dim = cfg.decoder_embed_dim // cfg.decoder_attention_heads
+        return SequenceCompression(cfg.linformer_method, layer_slots(cfg, layer_index), cfg.max_target_positions,
+                                   head_dim, matrices)
+
+    @classmethod
+    def build_attention(cls, cfg, layer_index: int, shared: Optional[SequenceCompression]) -> nn.Module:
+        dim, heads = cfg.decoder_embed_dim, cfg.decoder_attention_heads
+        rotary_dim = dim // heads if cfg.position_scheme == "rotary" else 0
+        if cfg.linformer_full_attention:
+            attention = CausalSelfAttention(dim, heads, dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+        else:
+            if cfg.linformer_sharing == "layerwise":
+                keys = values = shared if shared is not None else cls.build_compression(cfg, 0, matrices=1)
+            else:
+                matrices = heads if cfg.linformer_sharing == "none" else 1
+                keys = cls.build_compression(cfg, layer_index, matrices)
+                values = keys if cfg.linformer_sharing == "kv" else cls.build_compression(cfg, layer_index, matrices)
+            attention = CausalLinformerAttention(dim, heads, keys, values, cfg.linformer_chunk_size,
+                                                 dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+        if cfg.linformer_out_proj_dim:
+            attention.out_proj = nn.Sequential(nn.Linear(dim, cfg.linformer_out_proj_dim),
+                                               nn.Linear(cfg.linformer_out_proj_dim, dim))
+        return attention

@@ -1,0 +1,189 @@
+"""Causal Linformer attention: keys and values compressed along the sequence into k slots, where
+the query at position i reads only the compression of positions 0..i.
+
+Linformer (Wang et al. 2020) attends over K_bar = E K and V_bar = F V, E, F in R^{k x n}. Every
+slot mixes all n positions, so masking slots (the reference package's ``causal`` flag) leaks the
+future. Here the compressed memory is a prefix sum (Peng et al. 2022, "ABC", option 2 of
+docs/variants.md):
+
+    K~_i = sum_{s<=i} E[:, s] k_s^T,   V~_i = sum_{s<=i} F[:, s] v_s^T          (k x d_head)
+    out_i = sum_j w_ij V~_i[j] * scale_ij,  w_i = softmax_j(scale_ij q_i . K~_i[j] / sqrt(d_head))
+
+Nothing at a position after i enters row i, so it is causal by construction. Training computes it
+chunk-wise in O(n k d) time and memory (``prefix_compressed_attention``); decoding keeps K~, V~ as a
+fixed-size state per head.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import CausalSelfAttention
+from .cache import DecodingContext
+
+PROJECTION_METHODS = ("learnable", "convolution", "no-params")
+
+
+def prefix_compressed_attention(
+    q: Tensor, k: Tensor, v: Tensor, e: Tensor, f: Tensor, scale: Tensor, visible: Optional[Tensor],
+    chunk_size: int, state: Optional[Tuple[Tensor, Tensor]] = None, dropout: float = 0.0,
+) -> Tuple[Tensor, Tensor, Tuple[Tensor, Tensor]]:
+    """The formula of the module docstring, exact, in O(T k d) with batched matmuls.
+
+    q, k, v: [B, H, T, D]. e, f: [H or 1, S, T], the slot weights of these T positions.
+    scale: [T, S] or [T, 1]. visible: [T, S] bool (False = slot still empty) or None.
+    state: (K~, V~) [B, H, S, D] summed over the positions before these T (None = none).
+    Returns out [B, H, T, D], the slot weights [B, H, T, S] and the state after the T positions.
+
+    Positions are split into chunks of ``chunk_size``. A chunk's queries read the memory of all
+    earlier chunks (an exclusive cumulative sum of per-chunk sums) plus, for the positions of their
+    own chunk, the same sums written as a masked matrix product: q_i . sum_{s<=i} E[j,s] k_s =
+    sum_s [s<=i] (q_i . k_s) E[j,s]. The slot scores are not additive across chunks (a softmax
+    follows), so both parts are added before the softmax.
+    """
+    bsz, heads, length, dim = q.shape
+    slots = e.size(-2)
+    chunk = min(chunk_size, length)
+    chunks = -(-length // chunk)
+    pad = chunks * chunk - length
+    if pad:  # zero keys/values/slot weights at the end add nothing; their query rows are dropped
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        e, f = F.pad(e, (0, pad)), F.pad(f, (0, pad))
+        scale = F.pad(scale, (0, 0, 0, pad), value=1.0)
+        visible = None if visible is None else F.pad(visible, (0, 0, 0, pad), value=True)
+    q, k, v = (t.view(bsz, heads, chunks, chunk, dim) for t in (q, k, v))
+    e, f = (w.view(-1, slots, chunks, chunk).transpose(1, 2) for w in (e, f))  # [H|1, C, S, c]
+
+    key_sums = e @ k  # [B, H, C, S, D]: each chunk's contribution to K~
+    value_sums = f @ v
+    key_before = F.pad(key_sums[:, :, :-1], (0, 0, 0, 0, 1, 0)).cumsum(2)  # exclusive cumsum over chunks
+    value_before = F.pad(value_sums[:, :, :-1], (0, 0, 0, 0, 1, 0)).cumsum(2)
+    if state is not None:
+        key_before = key_before + state[0].unsqueeze(2)
+        value_before = value_before + state[1].unsqueeze(2)
+
+    own_chunk = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    local = (q @ k.transpose(-1, -2)).masked_fill(~own_chunk, 0.0)  # [B, H, C, c, c]
+    scores = q @ key_before.transpose(-1, -2) + local @ e.transpose(-1, -2)  # [B, H, C, c, S]
+    scale = scale.view(chunks, chunk, -1)
+    scores = scores * (scale / math.sqrt(dim))
+    if visible is not None:
+        scores = scores.masked_fill(~visible.view(chunks, chunk, slots), float("-inf"))
+    weights = scores.softmax(dim=-1)
+    read = F.dropout(weights, dropout) * scale if dropout else weights * scale
+    mixing = (read @ f).masked_fill(~own_chunk, 0.0)  # [B, H, C, c, c]: weight of v_s in out_i
+    out = read @ value_before + mixing @ v
+
+    key_state, value_state = key_sums.sum(2), value_sums.sum(2)
+    if state is not None:
+        key_state, value_state = key_state + state[0], value_state + state[1]
+    out = out.view(bsz, heads, chunks * chunk, dim)[:, :, :length]
+    weights = weights.view(bsz, heads, chunks * chunk, slots)[:, :, :length]
+    return out, weights, (key_state, value_state)
+
+
+class SequenceCompression(nn.Module):
+    """E in R^{k x N}: the weight with which position s enters each of the k slots.
+
+    ``learnable``: a parameter; ``no-params``: a fixed random buffer; ``convolution``: the
+    reference's Conv1d(d_head, d_head, kernel = stride = N/k), i.e. slot j pools block j of
+    positions after a channel mixing that depends on the offset inside the block, written here as
+    a 0/1 block matrix E plus ``mix_channels``. ``matrices`` is the number of heads that own a
+    separate E (1 when heads share it).
+    """
+
+    def __init__(self, method: str, slots: int, max_positions: int, head_dim: int, matrices: int = 1):
+        super().__init__()
+        if method not in PROJECTION_METHODS:
+            raise ValueError(f"--linformer-method must be one of {list(PROJECTION_METHODS)}, got {method!r}")
+        self.method, self.max_positions = method, max_positions
+        self.block = -(-max_positions // slots) if method == "convolution" else 0
+        self.slots = -(-max_positions // self.block) if self.block else slots
+        if method == "learnable":
+            # N(0, 1) entries: with the 1/sqrt(i+1) prefix scale, logits and values start at the
+            # size ordinary attention has.
+            self.weight = nn.Parameter(torch.randn(matrices, slots, max_positions))
+        elif method == "no-params":
+            self.register_buffer("weight", torch.randn(matrices, slots, max_positions))
+        else:
+            blocks = torch.arange(max_positions) // self.block
+            self.register_buffer("weight", (blocks == torch.arange(self.slots)[:, None]).float()[None],
+                                 persistent=False)
+            self.mix = nn.Parameter(torch.randn(matrices, self.block, head_dim, head_dim) * head_dim**-0.5)
+
+    def check_length(self, end: int) -> None:
+        if end > self.max_positions:
+            raise ValueError(
+                f"linformer_lm got a sequence of {end} tokens but its compression covers at most "
+                f"{self.max_positions} positions (--tokens-per-sample / --max-target-positions at build "
+                f"time); retrain with --tokens-per-sample >= {end} or feed at most {self.max_positions} tokens")
+
+    def matrix(self, start: int, length: int) -> Tensor:
+        """[matrices, S, length]: the columns of E for positions start..start+length-1."""
+        return self.weight[:, :, start:start + length]
+
+    def mix_channels(self, x: Tensor, start: int) -> Tensor:
+        """Convolution method: apply the kernel tap of each position's offset in its block to
+        x [B, H, T, D] (one batched matmul over whole blocks); identity for the other methods."""
+        if not self.block:
+            return x
+        lead = start % self.block
+        length = x.size(2)
+        tail = -(lead + length) % self.block
+        blocks = F.pad(x, (0, 0, lead, tail)).unflatten(2, (-1, self.block))  # [B, H, blocks, block, D]
+        mixed = torch.einsum("bhnod,hode->bhnoe", blocks, self.mix)
+        return mixed.flatten(2, 3)[:, :, lead:lead + length]
+
+    def slot_scale(self, positions: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Optional[Tensor]]:
+        """Per query and slot: the factor on its scores and values, and which slots are non-empty.
+
+        Random/learned E: sums of i+1 random terms grow like sqrt(i+1) (the logit-scale pitfall),
+        so divide by it. Convolution: slot j is the mean of the part of block j seen so far; blocks
+        that have not started are hidden.
+        """
+        positions = positions.to(torch.float64)[:, None]
+        if not self.block:
+            return (positions + 1).rsqrt().to(dtype), None
+        first = torch.arange(self.slots, device=positions.device, dtype=torch.float64) * self.block
+        seen = (positions - first + 1).clamp(1, self.block)
+        return seen.reciprocal().to(dtype), positions >= first
+
+
+class CausalLinformerAttention(CausalSelfAttention):
+    """Multi-head attention over k prefix-compressed slots; q/k/v/out projections and rotary as in
+    :class:`CausalSelfAttention`. ``value_compression`` may be ``key_compression`` (kv sharing), and
+    both may be shared by several layers (layerwise sharing)."""
+
+    def __init__(self, dim: int, num_heads: int, key_compression: SequenceCompression,
+                 value_compression: SequenceCompression, chunk_size: int = 64, dropout: float = 0.0,
+                 rotary_dim: int = 0):
+        super().__init__(dim, num_heads, dropout=dropout, rotary_dim=rotary_dim)
+        self.key_compression, self.value_compression = key_compression, value_compression
+        self.chunk_size = chunk_size
+        self.record_weights = False  # set by scripts/plot_linformer_heads.py
+        self.last_weights: Optional[Tensor] = None
+
+    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        bsz, length, _ = x.shape
+        start = ctx.offset
+        self.key_compression.check_length(start + length)
+        cache = self.get_cache(ctx.incremental_state)
+        q, k, v = (t.view(bsz, length, self.num_heads, self.head_dim).transpose(1, 2)
+                   for t in self.project_qkv(x, ctx, cache))
+        if self.rotary is not None:
+            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        k = self.key_compression.mix_channels(k, start)
+        v = self.value_compression.mix_channels(v, start)
+        scale, visible = self.key_compression.slot_scale(ctx.positions, q.dtype)
+        state = (cache["keys"], cache["values"]) if "keys" in cache else None
+        out, weights, (keys, values) = prefix_compressed_attention(
+            q, k, v, self.key_compression.matrix(start, length).to(q.dtype),
+            self.value_compression.matrix(start, length).to(q.dtype), scale, visible, self.chunk_size,
+            state=state, dropout=self.dropout if self.training else 0.0)
+        if ctx.incremental_state is not None:
+            self.set_cache(ctx.incremental_state, {"keys": keys, "values": values})
+        if self.record_weights:
+            self.last_weights = weights.detach()
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, length, self.dim))
