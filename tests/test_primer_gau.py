@@ -1,0 +1,253 @@
+"""Primer EZ and GAU/FLASH against independent references written here from the formulas
+(float64, small dims), plus what the conformance suite cannot see: the official Primer
+initialisation, the size of the decoding caches, and the GAU attention actually contributing."""
+import math
+
+import pytest
+import torch
+
+import harness
+from delight_plugin.modules.cache import DecodingContext
+from delight_plugin.modules.dconv import CONV_VARIANTS, CausalDepthwiseConv
+from delight_plugin.modules.gau import (ATTENTION_FNS, CausalRelativeBias, ChunkedAttention, GAUBlock,
+                                        QuadAttention, laplace)
+from delight_plugin.presets import non_embedding_params, preset_flags
+
+
+# ------------------------------------------------------------------------------------------------
+# Primer: causal depthwise convolution
+# ------------------------------------------------------------------------------------------------
+
+def reference_kernel(conv, projection: int, head: int, dim: int):
+    """The kernel (index 0 = current step, j = j steps back) of one channel, from the variant's definition."""
+    w = conv.weight[projection]
+    row = {"per-channel": head * conv.head_dim + dim, "per-head-dim": dim, "shared": 0}[conv.variant]
+    return w[row].flip(0)
+
+
+def reference_conv(conv, x):
+    """y[t, c] = sum_j kernel_c[j] * x[t - j, c], with zeros before t = 0."""
+    out = torch.zeros_like(x)
+    for p in range(conv.num_projections):
+        for h in range(conv.num_heads):
+            for i in range(conv.head_dim):
+                c = (p * conv.num_heads + h) * conv.head_dim + i
+                kernel = reference_kernel(conv, p, h, i)
+                for j in range(conv.kernel_size):
+                    out[:, j:, c] += kernel[j] * x[:, : x.size(1) - j, c]
+    return out
+
+
+@pytest.mark.parametrize("variant", CONV_VARIANTS)
+@pytest.mark.parametrize("kernel_size", [1, 3, 4])
+def test_depthwise_conv_matches_the_formula(variant, kernel_size):
+    torch.manual_seed(0)
+    conv = CausalDepthwiseConv(3, num_heads=2, head_dim=3, kernel_size=kernel_size, variant=variant).double()
+    torch.nn.init.normal_(conv.weight)
+    x = torch.randn(2, 11, conv.channels, dtype=torch.float64)
+    full, _ = conv(x)
+    torch.testing.assert_close(full, reference_conv(conv, x), rtol=0, atol=1e-12)
+
+    # Decoding in uneven pieces with the returned history gives the same outputs.
+    pieces, history = [], None
+    for start, end in [(0, 1), (1, 2), (2, 6), (6, 7), (7, 11)]:
+        out, history = conv(x[:, start:end], history)
+        pieces.append(out)
+        assert history.shape == (2, kernel_size - 1, conv.channels)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-12)
+
+
+def test_conv_variants_share_kernels_as_documented():
+    sizes = {v: CausalDepthwiseConv(3, num_heads=4, head_dim=8, kernel_size=3, variant=v).weight.shape
+             for v in CONV_VARIANTS}
+    assert sizes == {"per-channel": (3, 32, 3), "per-head-dim": (3, 8, 3), "shared": (3, 1, 3)}
+
+
+def test_primer_uses_the_official_initialisation_and_squared_relu():
+    model, _ = harness.build("primer_ez_lm", harness.tiny_flags("primer_ez_lm"))
+    layer = model.decoder.layers[0]
+    w = layer.attention.conv.weight  # kernel size 4 in the tiny flags
+    assert torch.all(w[..., -1] == 0.5) and torch.all(w[..., :-1] == 0.5 / 4)
+    x = torch.tensor([-2.0, 3.0])
+    assert torch.equal(layer.ffn.activation(x), torch.tensor([0.0, 9.0]))
+
+
+def test_primer_decoding_cache_keeps_kernel_minus_one_projections():
+    model, _ = harness.build("primer_ez_lm", harness.tiny_flags("primer_ez_lm"))
+    model.eval()
+    tokens = harness.random_tokens(2, 6)
+    state = {}
+    with torch.no_grad():
+        for t in range(tokens.size(1)):
+            model.decoder(tokens[:, : t + 1], incremental_state=state)
+    attention = model.decoder.layers[1].attention
+    cache = attention.get_cache(state)
+    assert cache["qkv_history"].shape == (2, 3, 3 * 32)
+    assert cache["k"].shape == (2, 4, 6, 8)
+
+
+# ------------------------------------------------------------------------------------------------
+# GAU / FLASH attention
+# ------------------------------------------------------------------------------------------------
+
+def dense_flash(quad_q, quad_k, lin_q, lin_k, v, group_size, fn, bias=None):
+    """FLASH written as one masked n x n weight matrix: within a group, fn(q.k / C + b(i - j)) for
+    j <= i; for j in an earlier group, lin_q_i . lin_k_j / C; zero otherwise."""
+    n = v.size(1)
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    same_group, earlier_group = (i // group_size) == (j // group_size), (j // group_size) < (i // group_size)
+    logits = quad_q @ quad_k.transpose(-1, -2) / group_size
+    if bias is not None:
+        logits = logits + bias(torch.arange(n), torch.arange(n))
+    local = torch.where(same_group & (j <= i), fn(logits), 0.0)
+    linear = torch.where(earlier_group, lin_q @ lin_k.transpose(-1, -2) / group_size, 0.0)
+    return (local + linear) @ v
+
+
+def random_qkv(n, s=5, e=7, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, n, dim, generator=g, dtype=torch.float64) for dim in (s, s, s, s, e)]
+
+
+def decode_one_by_one(attention, *inputs):
+    state, outputs = {}, []
+    for t in range(inputs[-1].size(1)):
+        ctx = DecodingContext(torch.tensor([t]), state)
+        outputs.append(attention(*(x[:, t:t + 1] for x in inputs), ctx))
+    return torch.cat(outputs, dim=1), state
+
+
+def relative_bias_with_random_weights():
+    bias = CausalRelativeBias().double()
+    torch.nn.init.normal_(bias.bias.weight)
+    return bias
+
+
+@pytest.mark.parametrize("fn", sorted(ATTENTION_FNS))
+@pytest.mark.parametrize("n,group_size", [(1, 4), (13, 4), (16, 4), (23, 8), (9, 16)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_chunked_flash_matches_the_dense_formula(fn, n, group_size, with_bias):
+    bias = relative_bias_with_random_weights() if with_bias else None
+    attention = ChunkedAttention(group_size, fn, bias, dropout=0.0).eval()
+    inputs = random_qkv(n)
+    want = dense_flash(*inputs, group_size, ATTENTION_FNS[fn], bias)
+    ctx = DecodingContext(torch.arange(n))
+    torch.testing.assert_close(attention(*inputs, ctx), want, rtol=0, atol=1e-10)
+    stepped, _ = decode_one_by_one(attention, *inputs)
+    torch.testing.assert_close(stepped, want, rtol=0, atol=1e-10)
+
+
+def test_chunked_decoding_accepts_pieces_that_cross_groups():
+    attention = ChunkedAttention(4, "relu_squared", relative_bias_with_random_weights(), dropout=0.0).eval()
+    inputs = random_qkv(15)
+    want = dense_flash(*inputs, 4, ATTENTION_FNS["relu_squared"], attention.relative_bias)
+    state, outputs = {}, []
+    for start, end in [(0, 3), (3, 10), (10, 11), (11, 15)]:
+        ctx = DecodingContext(torch.arange(start, end), state)
+        outputs.append(attention(*(x[:, start:end] for x in inputs), ctx))
+    torch.testing.assert_close(torch.cat(outputs, dim=1), want, rtol=0, atol=1e-10)
+
+
+def test_chunked_decoding_state_is_bounded_by_the_group():
+    """After 2C + 3 tokens the state is the s x e sum of the completed groups plus 3 rows, not 2C + 3."""
+    attention = ChunkedAttention(4, "relu_squared", None, dropout=0.0).eval()
+    q, k, lq, lk, v = random_qkv(11)
+    _, state = decode_one_by_one(attention, q, k, lq, lk, v)
+    cache = attention.get_cache(state)
+    assert cache["group_k"].shape == (2, 3, 5) and cache["group_v"].shape == (2, 3, 7)
+    torch.testing.assert_close(cache["earlier_kv"], lk[:, :8].transpose(1, 2) @ v[:, :8], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("fn", sorted(ATTENTION_FNS))
+def test_quad_attention_matches_the_dense_formula_with_a_fixed_scale(fn):
+    bias = relative_bias_with_random_weights()
+    attention = QuadAttention(scale_length=16, attention_fn=fn, relative_bias=bias, dropout=0.0).eval()
+    q, k, _, _, v = random_qkv(13)
+    n = 13
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    weights = torch.where(j <= i, ATTENTION_FNS[fn](q @ k.transpose(-1, -2) / 16 + bias(torch.arange(n), torch.arange(n))), 0.0)
+    want = weights @ v
+    torch.testing.assert_close(attention(q, k, v, DecodingContext(torch.arange(n))), want, rtol=0, atol=1e-10)
+    # A prefix is attended exactly as in the full sequence: the scale does not depend on n.
+    torch.testing.assert_close(attention(q[:, :5], k[:, :5], v[:, :5], DecodingContext(torch.arange(5))),
+                               want[:, :5], rtol=0, atol=1e-10)
+    stepped, _ = decode_one_by_one(attention, q, k, v)
+    torch.testing.assert_close(stepped, want, rtol=0, atol=1e-10)
+
+
+def test_laplace_and_relative_bias_follow_their_definitions():
+    mu, sigma = math.sqrt(0.5), math.sqrt(1 / (4 * math.pi))
+    x = torch.tensor([mu, mu + sigma, -10.0], dtype=torch.float64)
+    want = torch.tensor([0.5, 0.5 * (1 + math.erf(1 / math.sqrt(2))), 0.0], dtype=torch.float64)
+    torch.testing.assert_close(laplace(x), want, rtol=0, atol=1e-12)
+    buckets = CausalRelativeBias(num_buckets=32, max_distance=128).bucket(torch.arange(300))
+    assert torch.equal(buckets[:16], torch.arange(16))  # exact buckets
+    assert torch.all(buckets[1:] >= buckets[:-1]) and buckets[16] == 16 and buckets[100] == 30  # log-spaced
+    assert torch.all(buckets[128:] == 31)  # everything beyond max_distance shares the last bucket
+
+
+def loud_gau_model(flags):
+    """A tiny GAU model whose attention is loud enough to matter: the paper's N(0, 0.02) scale
+    initialisation makes relu^2 attention almost zero, which would let the probes pass vacuously."""
+    model, _ = harness.build("gau_lm", harness.tiny_flags("gau_lm") + ["--gau-quad-scale-length", "8"] + flags)
+    torch.manual_seed(1)
+    for block in model.decoder.layers:
+        torch.nn.init.normal_(block.qk_scale, std=2.0)
+        torch.nn.init.normal_(block.qk_offset, std=0.5)
+        if block.attention.relative_bias is not None:
+            torch.nn.init.normal_(block.attention.relative_bias.bias.weight)
+    return model.eval()
+
+
+@pytest.mark.parametrize("flags", [
+    [], ["--gau-attention-fn", "laplace", "--gau-relative-bias"],
+    ["--gau-mode", "chunked", "--gau-relative-bias", "--gau-token-shift"],
+    ["--gau-mode", "chunked", "--gau-attention-fn", "laplace", "--gau-group-size", "5"],
+], ids=["quad", "quad-laplace-bias", "chunked-bias-shift", "chunked-laplace-group5"])
+def test_gau_probes_hold_when_attention_matters(flags):
+    model = loud_gau_model(flags)
+    if "laplace" not in flags:  # laplace(0) > 0: zero queries and keys would not silence it
+        silenced = loud_gau_model(flags)
+        for block in silenced.decoder.layers:  # zero queries and keys: relu^2 attention outputs nothing
+            torch.nn.init.zeros_(block.qk_scale)
+            torch.nn.init.zeros_(block.qk_offset)
+        tokens = harness.random_tokens(2, 37)
+        contribution = (harness.log_probs(model, tokens) - harness.log_probs(silenced, tokens)).abs().max().item()
+        assert contribution > 0.05, f"attention barely changes the outputs ({contribution:.3g})"
+    harness.probe_causality(model)
+    harness.probe_prefix(model)
+    harness.probe_incremental(model)
+
+
+def test_gau_block_parameters_match_the_paper():
+    """About 6 d^2 + d s per GAU (e = 2d): U, V, Z in one projection and the output projection."""
+    d, s = 64, 16
+    block = GAUBlock(d, 2 * d, s, mode="chunked")
+    weights = block.hidden_proj.weight.numel() + block.out_proj.weight.numel()
+    assert weights == 6 * d * d + d * s
+    assert block.qk_scale.shape == (4, s) and GAUBlock(d, 2 * d, s, mode="quad").qk_scale.shape == (2, s)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sizes
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["primer_ez_lm", "gau_lm", "gau_lm_flash"])
+def test_presets_match_the_baseline_size(arch):
+    for size in ("tiny", "small", "base"):
+        ours, _ = harness.build(arch, preset_flags(arch, size))
+        base, _ = harness.build("transformer_lm", preset_flags("transformer_lm", size))
+        ratio = non_embedding_params(ours) / non_embedding_params(base)
+        assert 0.9 <= ratio <= 1.1, (arch, size, ratio)
+
+
+def test_named_sizes_match_fairseq():
+    gpt, _ = harness.build("primer_ez_lm_gpt")
+    baseline, _ = harness.build("transformer_lm_gpt")
+    cfg = gpt.decoder.cfg
+    assert (cfg.decoder_embed_dim, cfg.decoder_layers, cfg.decoder_attention_heads, cfg.decoder_ffn_embed_dim) == \
+        (768, 12, 12, 3072)
+    assert abs(non_embedding_params(gpt) / non_embedding_params(baseline) - 1) < 0.01
+    flash, _ = harness.build("gau_lm_flash", ["--gau-qk-dim", "64"])  # an explicit flag wins over the arch
+    cfg = flash.decoder.cfg
+    assert (cfg.gau_mode, cfg.gau_group_size, cfg.gau_qk_dim, cfg.decoder_layers) == ("chunked", 256, 64, 12)
