@@ -1,0 +1,113 @@
+"""``hourglass_lm``: the Hourglass hierarchical Transformer LM (Nawrot et al., 2021) on the shared skeleton.
+
+``--hourglass-structure`` uses the paper's notation, layers@total-shortening per level:
+``2@1,8@3,2@1`` is 2 full-resolution layers, 8 layers on a 3x shorter sequence, 2 full-resolution
+layers; ``1@1,2@2,4@8,2@2,1@1`` nests a 4x shorter level inside a 2x one. The blocks are the
+plain pre-norm Transformer blocks; the hierarchy lives in ``modules/hourglass.py``.
+"""
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import ChoiceEnum
+from fairseq.models import register_model
+
+from ..modules.blocks import plain_block
+from ..modules.feedforward import ACTIVATIONS
+from ..modules.hourglass import (
+    ATTENTION_DOWN_BASES, ATTENTION_UP_BASES, DOWNSAMPLINGS, UPSAMPLINGS, AttentionPooling, AttentionUpsampling,
+    AvgPooling, CrossAttentionBlock, HourglassLevel, LinearPooling, LinearUpsampling, RepeatUpsampling,
+    parse_structure)
+from .efficient_lm import EfficientLanguageModel, config_error
+from .plain_lm import PlainLMConfig, validate_heads
+
+
+@dataclass
+class HourglassLMConfig(PlainLMConfig):
+    hourglass_structure: str = field(
+        default="2@1,2@3,2@1", metadata={"help": "layers@shortening per level, a palindrome in the factors, e.g. "
+                                                 "2@1,8@3,2@1 or nested 1@1,2@2,4@8,2@2,1@1 (replaces --decoder-layers)"})
+    hourglass_downsampling: ChoiceEnum(DOWNSAMPLINGS) = field(
+        default="avg", metadata={"help": "shortening: avg pooling, linear pooling (k*C -> C), or attention "
+                                            "(pooled token attends to its window, then an FFN)"})
+    hourglass_upsampling: ChoiceEnum(UPSAMPLINGS) = field(
+        default="linear", metadata={"help": "upsampling: repeat each token k times, linear (C -> k*C), or attention "
+                                            "(expansion, then attention over the shortened tokens and an FFN)"})
+    hourglass_attention_down_base: ChoiceEnum(ATTENTION_DOWN_BASES) = field(
+        default="avg", metadata={"help": "the pooling inside --hourglass-downsampling attention"})
+    hourglass_attention_up_base: ChoiceEnum(ATTENTION_UP_BASES) = field(
+        default="linear", metadata={"help": "the expansion inside --hourglass-upsampling attention"})
+
+
+def resampling_block(cfg) -> CrossAttentionBlock:
+    return CrossAttentionBlock(cfg.decoder_embed_dim, cfg.decoder_attention_heads, cfg.decoder_ffn_embed_dim,
+                               cfg.activation_fn, cfg.dropout, cfg.attention_dropout)
+
+
+def build_shortening(cfg, factor: int):
+    method = str(cfg.hourglass_downsampling)
+    base = method if method != "attention" else str(cfg.hourglass_attention_down_base)
+    pool = AvgPooling() if base == "avg" else LinearPooling(cfg.decoder_embed_dim, factor)
+    return AttentionPooling(pool, resampling_block(cfg), cfg.decoder_embed_dim) if method == "attention" else pool
+
+
+def build_upsampling(cfg, factor: int):
+    """(expansion, optional attention refinement)."""
+    method = str(cfg.hourglass_upsampling)
+    base = method if method != "attention" else str(cfg.hourglass_attention_up_base)
+    expand = RepeatUpsampling(factor) if base == "repeat" else LinearUpsampling(cfg.decoder_embed_dim, factor)
+    return expand, (AttentionUpsampling(factor, resampling_block(cfg)) if method == "attention" else None)
+
+
+@register_model("hourglass_lm", dataclass=HourglassLMConfig)
+class HourglassLanguageModel(EfficientLanguageModel):
+    # Matched to transformer_lm's sizes (tests/test_hourglass.py checks the 10% band): the shortened layers run at
+    # factor 3 and linear upsampling adds k*d^2 per level, so tiny trades FFN width for its third layer.
+    presets = {
+        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "96", "--decoder-attention-heads", "4",
+                 "--hourglass-structure", "1@1,1@3,1@1"],
+        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-attention-heads", "4",
+                  "--hourglass-structure", "1@1,2@3,1@1"],
+        "base": ["--decoder-embed-dim", "512", "--decoder-ffn-embed-dim", "2048", "--decoder-attention-heads", "8",
+                 "--hourglass-structure", "2@1,2@3,2@1"],
+    }
+
+    @classmethod
+    def validate_config(cls, cfg):
+        super().validate_config(cfg)
+        validate_heads(cfg)
+        try:
+            parse_structure(cfg.hourglass_structure)
+        except ValueError as e:
+            raise config_error("hourglass_structure", cfg.hourglass_structure, str(e)) from None
+        for flag, allowed in (("activation_fn", sorted(ACTIVATIONS)), ("hourglass_downsampling", DOWNSAMPLINGS),
+                              ("hourglass_upsampling", UPSAMPLINGS),
+                              ("hourglass_attention_down_base", ATTENTION_DOWN_BASES),
+                              ("hourglass_attention_up_base", ATTENTION_UP_BASES)):
+            if str(getattr(cfg, flag)) not in allowed:
+                raise config_error(flag, getattr(cfg, flag), f"choose one of {list(allowed)}")
+
+    @classmethod
+    def build_block(cls, cfg, layer_index):
+        return plain_block(cfg)
+
+    @classmethod
+    def build_blocks(cls, cfg):
+        """Full-resolution pre layers, the (recursive) shortened hierarchy as one module, post layers."""
+        structure = parse_structure(cfg.hourglass_structure)
+        pre, post = structure[0][0], structure[-1][0]
+        return ([cls.build_block(cfg, i) for i in range(pre)] + [cls.build_level(cfg, structure, 1)]
+                + [cls.build_block(cfg, pre + i) for i in range(post)])
+
+    @classmethod
+    def build_level(cls, cfg, structure, depth: int) -> HourglassLevel:
+        middle = len(structure) // 2
+        input_stride = structure[depth - 1][1]
+        factor = structure[depth][1] // input_stride
+        if depth == middle:
+            layers = [cls.build_block(cfg, -1) for _ in range(structure[depth][0])]
+        else:
+            pre, post = structure[depth][0], structure[-1 - depth][0]
+            layers = ([cls.build_block(cfg, -1) for _ in range(pre)] + [cls.build_level(cfg, structure, depth + 1)]
+                      + [cls.build_block(cfg, -1) for _ in range(post)])
+        expand, up_attention = build_upsampling(cfg, factor)
+        return HourglassLevel(cfg.decoder_embed_dim, factor, input_stride, layers, build_shortening(cfg, factor),
+                              expand, up_attention, cfg.dropout)
