@@ -59,7 +59,9 @@ def cases(arch: str):
 
 
 def tiny_flags(arch: str):
-    return list(cases(arch).TINY)
+    """The model's TINY flags, plus ``ARCH_TINY[arch]`` for a named arch that needs more (optional)."""
+    module = cases(arch)
+    return list(module.TINY) + list(getattr(module, "ARCH_TINY", {}).get(arch, []))
 
 
 def write_dictionary(directory: Path, size: int = VOCAB) -> Path:

@@ -1,0 +1,159 @@
+"""``delight_transformer_lm``: the DeLighT decoder-only LM (Mehta et al., ICLR 2021) on the shared skeleton.
+
+The skeleton's look-up table is the DeLighT map layer (width ``--delight-emb-map-dim``), its input
+transform is the embedding DExTra (-> d_m = ``--delight-emb-out-dim``), its blocks are DeLighT blocks
+with block-wise scaling, and its tied output first projects d_m back to the map width. The skeleton's
+width/depth fields are not flags here: they follow the ``--delight-*`` flags (see the ``II`` fields),
+so no two flags mean the same thing.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum
+from fairseq.models import register_model, register_model_architecture
+from fairseq.utils import safe_getattr
+from omegaconf import II
+from torch import nn
+
+from ..modules.delight import ACT_TYPES, NORM_TYPES, DeLighTBlock, RecurrentDropout, build_norm
+from ..modules.delight import config as delight_config
+from ..modules.delight import macs
+from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error
+
+
+@dataclass
+class DeLighTCommonConfig:
+    """Flags that the translation model and the LM share (reference names)."""
+    delight_emb_map_dim: int = field(default=64, metadata={"help": "width of the look-up table (map layer)"})
+    delight_emb_out_dim: int = field(default=128, metadata={"help": "output width of the DeLighT embedding: d_m, "
+                                                                    "the model width (multiple of 32)"})
+    delight_emb_width_mult: float = field(default=2.0, metadata={"help": "expansion factor of the embedding DExTra"})
+    delight_emb_max_groups: Optional[int] = field(
+        default=None, metadata={"help": "maximum groups in the embedding GLTs (default: 2^ceil(log2(d_m/32)))"})
+    delight_emb_dropout: float = field(default=0.1, metadata={"help": "time-shared dropout on looked-up vectors"})
+    delight_emb_depth: int = field(default=4, metadata={"help": "GLT layers in the embedding DExTra"})
+    no_glt_shuffle: bool = field(default=False, metadata={"help": "do not shuffle features between GLT groups"})
+    define_iclr: bool = field(default=False, metadata={"help": "DeFINE (ICLR'20) group schedule; no shuffling"})
+    glt_paper_schedule: bool = field(
+        default=False, metadata={"help": "GLT groups min(2^(l-1), g_max) (the paper: starts at 1 group) instead of "
+                                         "the reference code's min(2^l, g_max)"})
+    norm_type: ChoiceEnum(NORM_TYPES) = field(default="ln", metadata={"help": "normalisation (gn = bn, as the "
+                                                                              "reference)"})
+    act_type: ChoiceEnum(ACT_TYPES) = field(default="swish", metadata={"help": "activation in DExTra and the FFN"})
+    delight_dropout: float = field(default=0.0, metadata={"help": "dropout after every layer inside DExTra"})
+    ffn_dropout: float = field(default=0.1, metadata={"help": "dropout after the second FFN layer"})
+    pe_dropout: float = field(default=0.1, metadata={"help": "time-shared dropout after adding positions"})
+
+
+@dataclass
+class DeLighTLMConfig(EfficientLMConfig, DeLighTCommonConfig):
+    delight_dec_scaling: ChoiceEnum(["block", "uniform"]) = field(
+        default="block", metadata={"help": "block-wise scaling (N_b, w_b grow with depth) or uniform"})
+    delight_dec_layers: int = field(default=8, metadata={"help": "number of DeLighT blocks B"})
+    delight_dec_min_depth: int = field(default=4, metadata={"help": "N_min: GLT layers in the first block"})
+    delight_dec_max_depth: int = field(default=8, metadata={"help": "N_max: GLT layers in the last block"})
+    delight_dec_width_mult: float = field(default=2.0, metadata={"help": "w_m: DExTra width multiplier"})
+    delight_dec_ffn_red: int = field(default=4, metadata={"help": "light FFN reduction factor r"})
+    delight_dec_max_groups: Optional[int] = field(
+        default=None, metadata={"help": "maximum GLT groups in the blocks (default: 2^ceil(log2(d_m/32)))"})
+    tgt_len_ps: int = field(default=20, metadata={"help": "tokens for the --print-stats MAC count"})
+    delight_dropout: float = field(default=0.1, metadata={"help": "dropout after every layer inside DExTra"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    adaptive_input_factor: float = field(default=2, metadata={"help": "adaptive input dimension reduction factor"})
+    adaptive_softmax_factor: float = field(default=2, metadata={"help": "adaptive softmax dimension reduction factor"})
+    adaptive_softmax_dropout: float = field(default=0.1, metadata={"help": "dropout in the adaptive softmax tails"})
+    # Skeleton fields that DeLighT flags determine: interpolations without help are not command-line flags.
+    decoder_embed_dim: int = II("model.delight_emb_out_dim")
+    decoder_input_dim: Optional[int] = II("model.delight_emb_map_dim")
+    decoder_output_dim: Optional[int] = II("model.delight_emb_map_dim")
+    decoder_layers: int = II("model.delight_dec_layers")
+    stats_seq_len: int = II("model.tgt_len_ps")
+
+
+@register_model("delight_transformer_lm", dataclass=DeLighTLMConfig)
+class DeLighTLanguageModel(EfficientLanguageModel):
+    """Pre-norm DeLighT blocks (the reference forces pre-norm for the LM: post-norm does not train)."""
+
+    presets = {
+        "tiny": ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-dec-layers", "4"],
+        "small": ["--delight-emb-map-dim", "128", "--delight-emb-out-dim", "256"],
+        "base": ["--delight-emb-map-dim", "128", "--delight-emb-out-dim", "512"],
+    }
+
+    @classmethod
+    def validate_config(cls, cfg):
+        super().validate_config(cfg)
+        delight_config.validate(cfg, config_error, sides=("dec",))
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        delight_config.fill_max_groups(cfg, ("emb", "dec"))
+        model = super().build_model(cfg, task)
+        decoder = model.decoder
+        if cfg.adaptive_input:
+            decoder.embed_scale = 1.0  # the reference does not scale adaptive inputs
+        if decoder.project_out_dim is None and cfg.adaptive_softmax_cutoff is not None \
+                and cfg.decoder_embed_dim != cfg.delight_emb_map_dim:
+            # The skeleton (like fairseq) drops this projection when adaptive weights are tied; the
+            # tied adaptive softmax works at the map width, so DeLighT projects d_m down to it.
+            decoder.project_out_dim = nn.Linear(cfg.decoder_embed_dim, cfg.delight_emb_map_dim, bias=False)
+        return model
+
+    @classmethod
+    def build_input_transform(cls, cfg):
+        return delight_config.build_embedding_transform(cfg)
+
+    @classmethod
+    def build_embedding_dropout(cls, cfg):
+        if cfg.position_scheme in ("learned", "sinusoidal"):
+            return RecurrentDropout(cfg.pe_dropout)
+        return nn.Dropout(cfg.dropout)  # the reference's fallback when there are no position embeddings
+
+    @classmethod
+    def build_norm(cls, cfg, dim):
+        return build_norm(cfg.norm_type, dim)
+
+    @classmethod
+    def build_blocks(cls, cfg):
+        opts = delight_config.stack_options(cfg, "dec", normalize_before=True,
+                                            rotary=cfg.position_scheme == "rotary")
+        return [DeLighTBlock(opts, depth, width) for depth, width in delight_config.stack_schedule(cfg, "dec")]
+
+    @classmethod
+    def build_block(cls, cfg, layer_index):
+        return cls.build_blocks(cfg)[layer_index]
+
+    def stats_table(self, seq_len: int) -> str:
+        """The reference's compute_macs_params table (decoder summed over t = 1..seq_len)."""
+        rows = macs.decoder_rows(self.decoder, seq_len)
+        return macs.format_table(rows, f"{type(self).__name__}: params and MACs for t = 1..{seq_len}")
+
+
+# ``--arch delight_transformer_lm`` is the config's defaults (the reference's base_lm_architecture).
+
+
+@register_model_architecture("delight_transformer_lm", "delight_transformer_lm_wiki103")
+def delight_transformer_lm_wiki103(args):
+    """WikiText-103: adaptive input + tied adaptive softmax, no final norm, d_m-scaled dropouts.
+
+    The reference forces layers = max depth, embedding depth = min depth and embedding width =
+    block width; here those are defaults and an explicit flag wins.
+    """
+    args.delight_emb_map_dim = safe_getattr(args, "delight_emb_map_dim", 128)
+    dim = args.delight_emb_out_dim = safe_getattr(args, "delight_emb_out_dim", 512)
+    min_depth = args.delight_dec_min_depth = safe_getattr(args, "delight_dec_min_depth", 4)
+    max_depth = args.delight_dec_max_depth = safe_getattr(args, "delight_dec_max_depth", 8)
+    width = args.delight_dec_width_mult = safe_getattr(args, "delight_dec_width_mult", 2.0)
+    args.delight_dec_layers = safe_getattr(args, "delight_dec_layers", max_depth)
+    args.delight_emb_depth = safe_getattr(args, "delight_emb_depth", min_depth)
+    args.delight_emb_width_mult = safe_getattr(args, "delight_emb_width_mult", width)
+    args.adaptive_input = safe_getattr(args, "adaptive_input", True)
+    args.tie_adaptive_weights = safe_getattr(args, "tie_adaptive_weights", True)
+    args.tie_adaptive_proj = safe_getattr(args, "tie_adaptive_proj", True)
+    args.adaptive_input_cutoff = safe_getattr(args, "adaptive_input_cutoff", "20000,60000")
+    args.adaptive_softmax_cutoff = safe_getattr(args, "adaptive_softmax_cutoff", "20000,60000")
+    args.no_decoder_final_norm = safe_getattr(args, "no_decoder_final_norm", True)
+    args.dropout = safe_getattr(args, "dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.3))
+    args.ffn_dropout = safe_getattr(args, "ffn_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.3))
+    args.attention_dropout = safe_getattr(args, "attention_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.1))
+    args.delight_dropout = safe_getattr(args, "delight_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.1))

@@ -1,0 +1,83 @@
+"""Single-head attention of the DeLighT block: self-attention on the DExTra output (d_m/2 wide) and
+encoder-decoder attention from the d_m-wide stream, both on ``F.scaled_dot_product_attention``."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import causal_mask
+from ..cache import CachedModule, DecodingContext
+from ..positions import RotaryEmbedding
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], causal: bool, dropout: float) -> Tensor:
+    """[B, T, C] x [B, S, C] -> [B, T, C] with one head (scale C^-1/2, softmax in float in SDPA)."""
+    out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
+                                         attn_mask=mask, is_causal=causal, dropout_p=dropout)
+    return out.squeeze(1)
+
+
+def _keep_mask(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """fairseq's [B, S] padding mask (True = pad) -> SDPA's [B, 1, 1, S] keep mask."""
+    return None if padding_mask is None or not padding_mask.any() else ~padding_mask[:, None, None, :]
+
+
+class SingleHeadSelfAttention(CachedModule):
+    """One Linear makes q, k, v (in that order); out_proj maps the head back to ``out_dim``.
+
+    ``causal`` (decoders) masks future keys and caches k/v for incremental decoding; the encoder's
+    version masks padded keys instead.
+    """
+
+    def __init__(self, dim: int, out_dim: int, dropout: float = 0.0, causal: bool = True, rotary: bool = False):
+        super().__init__()
+        self.dim, self.dropout, self.causal = dim, dropout, causal
+        self.qkv_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, out_dim)
+        self.rotary = RotaryEmbedding(dim) if rotary else None
+        for proj in (self.qkv_proj, self.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(self, x: Tensor, ctx: DecodingContext, padding_mask: Optional[Tensor] = None) -> Tensor:
+        q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
+        if self.rotary is not None:
+            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        dropout = self.dropout if self.training else 0.0
+        if not self.causal:
+            return self.out_proj(_attend(q, k, v, _keep_mask(padding_mask), False, dropout))
+        cache = self.get_cache(ctx.incremental_state)
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
+        if ctx.incremental_state is not None:
+            self.set_cache(ctx.incremental_state, {"k": k, "v": v})
+        seq_len, past = x.size(1), k.size(1) - x.size(1)
+        mask = causal_mask(seq_len, k.size(1), x.device) if past else None
+        return self.out_proj(_attend(q, k, v, mask, past == 0 and seq_len > 1, dropout))
+
+
+class SingleHeadCrossAttention(CachedModule):
+    """Encoder-decoder attention: q from the decoder stream (d_m -> d_m/2), k and v from the encoder
+    output (d_m -> 2 x d_m/2). During incremental decoding k and v are computed once and cached."""
+
+    def __init__(self, dim: int, proj_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, proj_dim)
+        self.kv_proj = nn.Linear(dim, 2 * proj_dim)
+        self.out_proj = nn.Linear(proj_dim, dim)
+        for proj in (self.q_proj, self.kv_proj, self.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(self, x: Tensor, encoder_out: Tensor, encoder_padding_mask: Optional[Tensor],
+                incremental_state=None) -> Tensor:
+        cache = self.get_cache(incremental_state)
+        if "k" in cache:
+            k, v = cache["k"], cache["v"]
+        else:
+            k, v = self.kv_proj(encoder_out).chunk(2, dim=-1)
+            self.set_cache(incremental_state, {"k": k, "v": v})
+        dropout = self.dropout if self.training else 0.0
+        return self.out_proj(_attend(self.q_proj(x), k, v, _keep_mask(encoder_padding_mask), False, dropout))
