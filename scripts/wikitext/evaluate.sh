@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Perplexity of an LM checkpoint on WikiText valid and test with fairseq-eval-lm.
+set -euo pipefail
+source "$(dirname "$0")/../lib/recipe.sh"
+
+usage() {
+  cat <<USAGE
+usage: $0 CHECKPOINT [--data DIR] [--tokens-per-sample N] [--context-window N] [--max-tokens N]
+          [--subsets "valid test"] [--dry-run] [FAIRSEQ-EVAL-LM FLAGS...]
+
+  CHECKPOINT          e.g. checkpoints/wikitext-103/plain_lm/checkpoint_best.pt
+  --data              binarised data (default: the one train.sh recorded next to the checkpoint)
+  --tokens-per-sample block length (default: 512, as in training)
+  --context-window    tokens of context before each scored block (default: 400: each block scores
+                      112 new tokens, as the DeLighT reference's evaluation)
+  --max-tokens        tokens per batch (default: 8192)
+  --subsets           (default: "valid test")
+Prints "<subset> perplexity: X" per subset; writes CHECKPOINT_DIR/eval_<name>_<subset>.log and
+CHECKPOINT_DIR/perplexity_<name>_tps<N>_cw<N>.txt. A subset already evaluated for this checkpoint is skipped.
+USAGE
+}
+
+[[ $# -ge 1 ]] || { usage >&2; die "CHECKPOINT is required"; }
+[[ "$1" == -h || "$1" == --help ]] && { usage; exit 0; }
+CKPT="$1"; shift
+DATA="" TPS=512 CONTEXT=400 MAX_TOKENS=8192 SUBSETS="valid test" EXTRA=()
+while (($#)); do
+  case "$1" in
+    --data) DATA="$2"; shift 2 ;;
+    --tokens-per-sample) TPS="$2"; shift 2 ;;
+    --context-window) CONTEXT="$2"; shift 2 ;;
+    --max-tokens) MAX_TOKENS="$2"; shift 2 ;;
+    --subsets) SUBSETS="$2"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) EXTRA=("$@"); break ;;
+  esac
+done
+[[ -f "$CKPT" ]] || ((DRY_RUN)) || die "checkpoint $CKPT does not exist"
+DIR="$(dirname "$CKPT")" NAME="$(basename "$CKPT" .pt)"
+if [[ -z "$DATA" && -f "$DIR/recipe.env" ]]; then DATA="$(source "$DIR/recipe.env"; echo "$DATA")"; fi
+[[ -n "$DATA" ]] || die "--data is required (no $DIR/recipe.env from train.sh)"
+[[ -f "$DATA/dict.txt" ]] || ((DRY_RUN)) || die "$DATA has no dict.txt: pass the binarised data with --data"
+((CONTEXT < TPS)) || die "--context-window ($CONTEXT) must be smaller than --tokens-per-sample ($TPS)"
+need_python
+need_tool fairseq-eval-lm "install fairseq (pip install -e '$REPO')"
+RESULTS="$DIR/perplexity_${NAME}_tps${TPS}_cw${CONTEXT}.txt"
+
+read -ra SPLITS <<<"$SUBSETS"
+i=0
+for subset in "${SPLITS[@]}"; do
+  i=$((i + 1))
+  step "$i" "${#SPLITS[@]}" "fairseq-eval-lm on $subset (context window $CONTEXT of $TPS)"
+  if [[ -f "$RESULTS" && "$RESULTS" -nt "$CKPT" ]] && grep -q "^$subset " "$RESULTS"; then
+    say "skip: already evaluated: $(grep "^$subset " "$RESULTS")"
+  else
+    set_log "$DIR/eval_${NAME}_$subset.log"
+    ((DRY_RUN)) || : >"$LOG"
+    run fairseq-eval-lm "$DATA" --user-dir "$USER_DIR" --path "$CKPT" --gen-subset "$subset" \
+      --tokens-per-sample "$TPS" --context-window "$CONTEXT" --max-tokens "$MAX_TOKENS" "${EXTRA[@]}"
+    ((DRY_RUN)) && continue
+    line=$(grep -o 'Loss (base 2): [0-9.]*, Perplexity: [0-9.]*' "$LOG" | tail -n 1) \
+      || die "no perplexity line in $LOG"
+    ppl="${line##*Perplexity: }"
+    { grep -v "^$subset " "$RESULTS" 2>/dev/null || true; echo "$subset $ppl"; } >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
+  fi
+  ((DRY_RUN)) || say "$subset perplexity: $(awk -v s="$subset" '$1 == s {print $2}' "$RESULTS")"
+done
