@@ -1,6 +1,7 @@
 """linformer_lm: the chunked prefix-sum attention equals the dense O(n^2 k) formula, the reference's
 slot-masking design leaks and the conformance probe catches it, sharing modes own the parameters
 they should, and lengths are handled (shorter inputs work, longer ones are refused clearly)."""
+import importlib.util
 import math
 
 import pytest
@@ -213,3 +214,26 @@ def test_decoding_past_the_compressed_length_is_refused():
             model.decoder(tokens[:, : t + 1], incremental_state=state)
         with pytest.raises(ValueError, match="--tokens-per-sample"):
             model.decoder(tokens, incremental_state=state)
+
+
+# ---------------------------------------------------------------------------------------------
+# The head visualiser on a checkpoint written by fairseq-train
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # a fairseq-train run plus the plot: about 30 s on 2 busy cores
+def test_plot_linformer_heads_on_a_trained_checkpoint(lm_data_bin, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    harness.fairseq_cli("train", lm_data_bin, "--user-dir", harness.PLUGIN_DIR, "--task", "language_modeling",
+                        "--arch", ARCH, *TINY, "--linformer-sharing", "headwise", "--decoder-layers", "3",
+                        "--tokens-per-sample", "64", "--max-tokens", "512", "--optimizer", "adam", "--lr", "0.001",
+                        "--max-update", "2", "--no-epoch-checkpoints", "--num-workers", "0", "--disable-validation",
+                        "--save-dir", tmp_path / "ckpt")
+    output = tmp_path / "heads.png"
+    spec = importlib.util.spec_from_file_location("plot_linformer_heads", harness.REPO / "scripts" / "plot_linformer_heads.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--path", str(tmp_path / "ckpt" / "checkpoint_last.pt"), "--data", str(lm_data_bin),
+                 "--sample", "1", "--output", str(output)])
+    assert "3 layers x 4 heads, 64 positions x 8 slots" in capsys.readouterr().out
+    png = output.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
