@@ -1,0 +1,159 @@
+"""Measurement primitives: a wall-clock budget that interrupts a run, timing, peak memory on
+CPU and CUDA, MACs counted by torch's FlopCounterMode, and the machine's dense matmul rate."""
+import ctypes
+import resource
+import signal
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Callable, Optional
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..modules.stats import _EXTRA_FLOP_RULES
+
+
+class BudgetExceeded(Exception):
+    """A measurement ran past its wall-clock budget."""
+
+
+@contextmanager
+def time_limit(seconds: Optional[float]):
+    """Raise :class:`BudgetExceeded` once ``seconds`` have passed (main thread, Unix).
+
+    The alarm fires between Python bytecodes, so a long C++ kernel finishes first; a model's
+    forward pass is many kernels, which keeps the overshoot small.
+    """
+    if not seconds or seconds <= 0 or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise BudgetExceeded(f"exceeded the {seconds:.0f}s budget")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def memory_limit(gigabytes: Optional[float]):
+    """Cap this process's address space growth so that an allocation past it raises a
+    catchable ``RuntimeError`` instead of waking the kernel's OOM killer on a shared machine."""
+    if not gigabytes:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _status_bytes("VmSize:") + int(gigabytes * 2**30)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn: Callable[[], None], device: torch.device, iterations: int = 1) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / iterations
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory
+# ---------------------------------------------------------------------------------------------
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def cpu_peak_supported() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status_bytes("VmHWM:")
+        return True
+    except (OSError, KeyError):
+        return False
+
+
+def peak_memory_bytes(fn: Callable[[], None], device: torch.device) -> Optional[int]:
+    """Peak memory that ``fn`` adds on top of what was live before it ran.
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the resident-set high-water mark (VmHWM),
+    reset through /proc/self/clear_refs, after ``malloc_trim`` hands freed heap pages back so
+    that memory freed earlier is not silently reused; torch's CPU allocator does not cache.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if not cpu_peak_supported():
+        return None
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = _status_bytes("VmRSS:")
+    fn()
+    return max(0, _status_bytes("VmHWM:") - before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def count_macs(fn: Callable[[], None]) -> float:
+    """Multiply-accumulates of ``fn`` by the rules of ``modules/stats.py`` (FLOPs / 2; matrix
+    products, convolutions and attention count, element-wise work counts zero)."""
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_RULES) as counter:
+        fn()
+    return counter.get_total_flops() / 2
+
+
+def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, size: int = 0,
+                            repeats: int = 5) -> float:
+    """This machine's dense matmul rate (the MFU denominator): best of ``repeats`` timed
+    square products of ``size`` (default 2048 on CPU, 8192 on GPU)."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)  # warm-up: thread pool, kernel selection
+    best = min(seconds_per_call(lambda: torch.mm(a, b), device) for _ in range(repeats))
+    return 2 * size**3 / best

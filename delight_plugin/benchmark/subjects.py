@@ -1,0 +1,163 @@
+"""What the benchmark measures: a *subject* builds a model for one sequence length and exposes
+the same few operations whatever its origin (our architectures and fairseq's ``transformer_lm``
+here, the PyPI peers in ``peers.py``).
+
+Our models and the baseline are built exactly as ``fairseq-train`` builds them: fairseq's own
+argument parser with ``--user-dir``, the arch's named defaults, the size preset's flags and
+``--tokens-per-sample <length>``, then ``task.build_model``.
+"""
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+PLUGIN_DIR = Path(__file__).resolve().parents[1]
+
+
+class Measured:
+    """A built model seen through the operations the benchmark times."""
+
+    def __init__(self, module: nn.Module, vocab_size: int):
+        self.module = module
+        self.vocab_size = vocab_size
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        return self.module(tokens)
+
+    def generate(self, tokens: Tensor, budget_check: Callable[[int], bool]) -> int:
+        """Decode ``tokens`` one step at a time with cached state; return the steps done.
+        ``budget_check(step)`` returning False stops early. Peers without a cache raise."""
+        raise NotImplementedError("no incremental decoding")
+
+    def macs_per_token(self, length: int) -> float:
+        from .measure import count_macs
+
+        tokens = torch.full((1, length), 4, dtype=torch.long, device=self.device)
+        self.module.eval()
+        return count_macs(lambda: self.logits(tokens)) / length
+
+    def embedding_parameters(self) -> set:
+        """ids of the token/position embedding and output-layer parameters."""
+        skip = set()
+        for m in self.module.modules():
+            if isinstance(m, nn.Embedding) or (isinstance(m, nn.Linear) and m.out_features == self.vocab_size):
+                skip |= {id(p) for p in m.parameters()}
+        return skip
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def non_embedding_params(self) -> int:
+        skip = self.embedding_parameters()
+        return sum(p.numel() for p in self.module.parameters() if id(p) not in skip)
+
+
+class FairseqMeasured(Measured):
+    """A fairseq language model: forward returns (logits, extra); decoding uses
+    ``incremental_state`` exactly as ``fairseq-generate`` does (the whole prefix is passed in)."""
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        return self.module(tokens)[0]
+
+    def generate(self, tokens: Tensor, budget_check: Callable[[int], bool]) -> int:
+        state: Dict = {}
+        steps = 0
+        with torch.no_grad():
+            for t in range(tokens.size(1)):
+                if not budget_check(t):
+                    break
+                self.module.decoder(tokens[:, : t + 1], incremental_state=state)
+                steps += 1
+        return steps
+
+    def macs_per_token(self, length: int) -> float:
+        # Our models report MACs through the skeleton (the same numbers as --print-stats).
+        if hasattr(self.module, "stats"):
+            return sum(row.macs_per_token for row in self.module.stats(length))
+        return super().macs_per_token(length)
+
+    def embedding_parameters(self) -> set:
+        # The definition of presets.non_embedding_params, which sizes were matched by.
+        decoder = self.module.decoder
+        skip = set()
+        for name in ("embed_tokens", "embed_positions", "output_projection", "adaptive_softmax"):
+            module = getattr(decoder, name, None)
+            if module is not None:
+                skip |= {id(p) for p in module.parameters()}
+        return skip
+
+
+@dataclass
+class Subject:
+    """One row group of the report: a name, where it comes from, and how to build it."""
+
+    name: str
+    kind: str  # "baseline", "ours" or "peer"
+    build: Callable[[int], Measured]  # sequence length -> model
+    notes: str = ""
+    flags: List[str] = field(default_factory=list)
+
+
+def synthetic_dictionary(vocab_size: int, directory: Optional[Path] = None) -> Path:
+    """A fairseq data directory holding only a dict.txt with ``vocab_size`` symbols in total
+    (fairseq adds bos, pad, eos and unk to the listed words)."""
+    directory = Path(directory or tempfile.mkdtemp(prefix="delight_bench_dict_"))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "dict.txt").write_text("".join(f"w{i} {10**6 - i}\n" for i in range(vocab_size - 4)))
+    return directory
+
+
+def build_fairseq_lm(arch: str, flags: List[str], length: int, data_dir: Path):
+    """Build ``arch`` as fairseq-train would for ``--tokens-per-sample length``."""
+    import delight_plugin  # noqa: F401  (registers the architectures)
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    argv = [str(data_dir), "--task", "language_modeling", "--arch", arch, "--user-dir", str(PLUGIN_DIR),
+            "--tokens-per-sample", str(length), *map(str, flags)]
+    args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    return task.build_model(cfg.model), len(task.target_dictionary)
+
+
+def fairseq_subjects(archs: List[str], size: str, vocab_size: int, device: torch.device,
+                     dtype: torch.dtype) -> List[Subject]:
+    """The baseline ``transformer_lm`` first, then ``archs``, each at the ``size`` preset."""
+    from ..presets import BASELINE_ARCH, preset_flags
+
+    data_dir = synthetic_dictionary(vocab_size)
+    subjects = []
+    for arch in [BASELINE_ARCH] + [a for a in archs if a != BASELINE_ARCH]:
+        kind = "baseline" if arch == BASELINE_ARCH else "ours"
+        try:
+            flags = preset_flags(arch, size)
+        except (ValueError, KeyError) as err:
+            flags, error = [], str(err)
+
+            def build(length, error=error):
+                raise ValueError(error)
+        else:
+            def build(length, arch=arch, flags=flags):
+                model, vocab = build_fairseq_lm(arch, flags, length, data_dir)
+                return FairseqMeasured(model.to(device=device, dtype=dtype), vocab)
+        subjects.append(Subject(arch, kind, build, flags=flags))
+    return subjects
+
+
+def baseline_shape(size: str, vocab_size: int) -> dict:
+    """Width, depth, heads and FFN width of the baseline at ``size`` (the peers copy them)."""
+    from ..presets import BASELINE_ARCH, preset_flags
+
+    model, _ = build_fairseq_lm(BASELINE_ARCH, preset_flags(BASELINE_ARCH, size), 8,
+                                synthetic_dictionary(vocab_size))
+    layer = model.decoder.layers[0]
+    return {"dim": model.decoder.embed_dim, "layers": len(model.decoder.layers),
+            "heads": layer.self_attn.num_heads, "ffn": layer.fc1.out_features}
