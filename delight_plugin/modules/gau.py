@@ -69,13 +69,14 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attention_fn
                      bias: Optional[Tensor] = None, dropout_p: float = 0.0, training: bool = False) -> Tensor:
     """attention_fn(q k^T * scale + bias), zeroed where ``mask`` is False, times v (batched matmuls).
 
-    The mask multiplies the weights, not the logits, because the Laplace function is not 0 at 0."""
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
+    The mask zeroes the weights, not the logits, because the Laplace function is not 0 at 0; in place,
+    which autograd allows because neither function needs its output for the backward pass."""
+    logits = torch.matmul(q * scale, k.transpose(-1, -2))  # scaling q: fewer elements than the logits
     if bias is not None:
         logits = logits + bias
     weights = attention_fn(logits)
     if mask is not None:
-        weights = torch.where(mask, weights, 0.0)
+        weights = weights.masked_fill_(~mask, 0.0)
     weights = F.dropout(weights, dropout_p, training)
     return torch.matmul(weights, v)
 
@@ -139,7 +140,7 @@ class ChunkedAttention(CachedModule):
                                  self.local_bias(offsets, offsets), self.dropout, self.training)
         group_kv = torch.matmul(lin_k.transpose(-1, -2), v)  # [B, G, s, e]
         earlier_kv = torch.cat([torch.zeros_like(group_kv[:, :1]), group_kv[:, :-1].cumsum(dim=1)], dim=1)
-        out = local + torch.matmul(lin_q, earlier_kv) * self.scale
+        out = torch.baddbmm(local.flatten(0, 1), lin_q.flatten(0, 1), earlier_kv.flatten(0, 1), alpha=self.scale)
         return out.reshape(bsz, groups * size, -1)[:, :seq_len]
 
     def step(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext) -> Tensor:
