@@ -42,7 +42,7 @@ class LinformerLMConfig(PlainLMConfig):
     linformer_k_reduce_by_layer: int = field(
         default=0, metadata={"help": "layer i uses max(1, k - i * this) slots (not with layerwise sharing)"})
     linformer_chunk_size: int = field(
-        default=64, metadata={"help": "positions per chunk of the training-time prefix sum (speed/memory "
+        default=128, metadata={"help": "positions per chunk of the training-time prefix sum (speed/memory "
                                       "trade-off only; results are the same)"})
     linformer_full_attention: bool = field(
         default=False, metadata={"help": "exact causal softmax attention instead (for comparison)"})

@@ -58,8 +58,8 @@ def prefix_compressed_attention(
 
     key_sums = e @ k  # [B, H, C, S, D]: each chunk's contribution to K~
     value_sums = f @ v
-    key_before = F.pad(key_sums[:, :, :-1], (0, 0, 0, 0, 1, 0)).cumsum(2)  # exclusive cumsum over chunks
-    value_before = F.pad(value_sums[:, :, :-1], (0, 0, 0, 0, 1, 0)).cumsum(2)
+    key_before = key_sums.cumsum(2) - key_sums  # exclusive cumsum over chunks (no padded copy)
+    value_before = value_sums.cumsum(2) - value_sums
     if state is not None:
         key_before = key_before + state[0].unsqueeze(2)
         value_before = value_before + state[1].unsqueeze(2)
@@ -157,7 +157,7 @@ class CausalLinformerAttention(CausalSelfAttention):
     both may be shared by several layers (layerwise sharing)."""
 
     def __init__(self, dim: int, num_heads: int, key_compression: SequenceCompression,
-                 value_compression: SequenceCompression, chunk_size: int = 64, dropout: float = 0.0,
+                 value_compression: SequenceCompression, chunk_size: int = 128, dropout: float = 0.0,
                  rotary_dim: int = 0):
         super().__init__(dim, num_heads, dropout=dropout, rotary_dim=rotary_dim)
         self.key_compression, self.value_compression = key_compression, value_compression
