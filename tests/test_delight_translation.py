@@ -1,0 +1,260 @@
+"""delight_transformer: causal decoder given a source, padding-invariant encoder, incremental decoding
+== full recomputation (also after a beam reorder, with encoder-decoder attention), fairseq-train +
+fairseq-generate on the bundled En-Ro slice with identical hypotheses with and without incremental
+decoding, named-arch defaults, bad configs, and the reference README's parameter counts."""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import harness
+from fairseq import checkpoint_utils, options
+from fairseq.dataclass.configs import GenerationConfig
+
+ARCH = "delight_transformer"
+TINY = ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-enc-layers", "2",
+        "--delight-dec-layers", "2", "--delight-enc-min-depth", "2", "--delight-enc-max-depth", "3",
+        "--delight-dec-min-depth", "2", "--delight-dec-max-depth", "3", "--delight-emb-depth", "3",
+        "--delight-emb-max-groups", "4", "--delight-enc-max-groups", "4", "--delight-dec-max-groups", "4",
+        "--share-all-embeddings", "--share-decoder-input-output-embed"]
+VARIANTS = {
+    "post-norm": [],
+    "pre-norm-learned-pos": ["--encoder-normalize-before", "--decoder-normalize-before", "--encoder-learned-pos",
+                             "--decoder-learned-pos"],
+    "define-iclr-relu": ["--define-iclr", "--act-type", "relu"],
+    "paper-groups-bn": ["--glt-paper-schedule", "--norm-type", "bn"],
+}
+
+
+def translation_dicts(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for lang in ("en", "ro"):
+        (directory / f"dict.{lang}.txt").write_text("".join(f"w{i} {1000 - i}\n" for i in range(harness.VOCAB - 4)))
+    return directory
+
+
+def build(flags, arch=ARCH, tmp=None):
+    data = translation_dicts(Path(tmp or "/tmp") / "delight_mt_dict")
+    return harness.build(arch, flags, data_dir=data, task="translation",
+                         extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
+
+
+class FixedSource:
+    """The translation model seen as a target-side LM for a fixed source batch (for the harness probes)."""
+
+    def __init__(self, model, src, lengths):
+        self.model, self.src, self.lengths = model, src, lengths
+
+    def eval(self):
+        self.model.eval()
+
+    def __call__(self, tokens):
+        return self.model(self.src[: len(tokens)], self.lengths[: len(tokens)], tokens)
+
+    def get_normalized_probs(self, out, log_probs):
+        return self.model.get_normalized_probs(out, log_probs=log_probs)
+
+
+def source_batch():
+    src = harness.random_tokens(3, 11, seed=5)
+    src[0, :4] = 1  # fairseq left-pads sources: row 0 is a 7-token sentence
+    return src, src.ne(1).sum(1)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_decoder_is_causal_for_a_fixed_source(name, tmp_path):
+    model, _ = build(TINY + VARIANTS[name], tmp=tmp_path)
+    fixed = FixedSource(model, *source_batch())
+    harness.probe_causality(fixed)
+    harness.probe_prefix(fixed)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_incremental_decoding_equals_full_with_cross_attention_and_reorder(name, tmp_path):
+    model, _ = build(TINY + VARIANTS[name], tmp=tmp_path)
+    model.eval()
+    src, lengths = source_batch()
+    tokens = harness.random_tokens(3, 23, seed=2)
+    with torch.no_grad():
+        encoder_out = model.encoder(src, lengths)
+        full = model.get_normalized_probs(model.decoder(tokens, encoder_out=encoder_out), log_probs=True)
+        inc, _ = harness.incremental_log_probs(model, tokens, encoder_out=encoder_out)
+        assert (inc - full).abs().max() <= 1e-4
+        # beam search reorders the decoder state and the encoder output together
+        order = torch.tensor([2, 0, 0])
+        reordered_enc = model.encoder.reorder_encoder_out(encoder_out, order)
+        state, steps = {}, []
+        for t in range(tokens.size(1)):
+            if t == 9:
+                model.decoder.reorder_incremental_state_scripting(state, order)
+                tokens, encoder_out = tokens.index_select(0, order), reordered_enc
+                steps = [s.index_select(0, order) for s in steps]
+            out = model.decoder(tokens[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
+            steps.append(model.get_normalized_probs(out, log_probs=True)[:, -1])
+        full = model.get_normalized_probs(model.decoder(tokens, encoder_out=reordered_enc), log_probs=True)
+    diff = (torch.stack(steps, 1) - full).abs().max().item()
+    assert diff <= 1e-4, f"after a beam reorder incremental decoding differs by {diff:.3g}"
+    # the cross-attention really reads the source: another source changes the output
+    other = model.encoder(harness.random_tokens(3, 11, seed=9), torch.full((3,), 11))
+    moved = (model.get_normalized_probs(model.decoder(tokens, encoder_out=other), log_probs=True) - full).abs().max()
+    assert moved > 1e-3
+
+
+def test_encoder_ignores_left_padding(tmp_path):
+    """A sentence's translation scores do not depend on how much padding its batch adds."""
+    model, _ = build(TINY, tmp=tmp_path)
+    model.eval()
+    sentence = harness.random_tokens(1, 7, seed=3)
+    padded = torch.cat([torch.ones(1, 4, dtype=torch.long), sentence], dim=1)
+    tokens = harness.random_tokens(1, 9, seed=4)
+    alone = harness.log_probs(FixedSource(model, sentence, torch.tensor([7])), tokens)
+    in_batch = harness.log_probs(FixedSource(model, padded, torch.tensor([7])), tokens)
+    assert (alone - in_batch).abs().max() <= 1e-5
+
+
+def test_shared_embeddings_and_tied_output(tmp_path):
+    model, _ = build(TINY, tmp=tmp_path)
+    assert model.decoder.embed_tokens.weight is model.encoder.embed_tokens.weight
+    assert model.decoder.output_projection.weight is model.encoder.embed_tokens.weight
+    assert model.decoder.input_transform is not model.encoder.input_transform  # only the table is shared
+
+
+BAD = [
+    (["--delight-emb-out-dim", "80"], "--delight-emb-out-dim"),
+    (["--delight-enc-max-groups", "128"], "--delight-enc-max-groups"),
+    (["--delight-dec-max-groups", "3"], "--delight-dec-max-groups"),
+    (["--delight-enc-min-depth", "5"], "--delight-enc-min-depth"),
+    (["--delight-dec-ffn-red", "3"], "--delight-dec-ffn-red"),
+    (["--delight-enc-scaling", "uniform"], "--delight-enc-scaling"),
+    (["--adaptive-input"], "--adaptive-input"),
+    (["--act-type", "mish"], "--act-type"),
+    (["--norm-type", "rms"], "--norm-type"),
+    (["--ffn-dropout", "1.2"], "--ffn-dropout"),
+]
+
+
+@pytest.mark.parametrize("flags,text", BAD, ids=[b[1] for b in BAD])
+def test_bad_config_rejected_at_build(flags, text, tmp_path):
+    data = translation_dicts(tmp_path / "dict")
+    message = harness.build_error(ARCH, TINY + flags, data_dir=data, task="translation",
+                                  extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
+    assert text in message, message[-500:]
+
+
+def test_uniform_scaling_works_for_the_encoder_too(tmp_path):
+    """The reference's encoder crashes on uniform scaling (bug B1); ours gives every block N_max."""
+    model, _ = build(TINY + ["--delight-enc-scaling", "uniform", "--delight-enc-min-depth", "3"], tmp=tmp_path)
+    assert [len(layer.dextra.glts) for layer in model.encoder.layers] == [3, 3]
+
+
+def named_args(arch, flags=()):
+    parser = options.get_training_parser()
+    return options.parse_args_and_arch(parser, ["/tmp", "--task", "translation", "--arch", arch, "--user-dir",
+                                                str(harness.PLUGIN_DIR), *flags])
+
+
+@pytest.mark.parametrize("dim,dropout,attention,delight", [(128, 0.04, 0.01, 0.03), (384, 0.11, 0.04, 0.08),
+                                                          (640, 0.19, 0.06, 0.1)])
+def test_en_ro_dropouts_scale_with_d_m_as_the_reference(dim, dropout, attention, delight):
+    args = named_args("delight_transformer_wmt16_en_ro", ["--delight-emb-out-dim", str(dim)])
+    assert (args.dropout, args.ffn_dropout, args.attention_dropout, args.delight_dropout) == \
+        (dropout, dropout, attention, delight)
+    assert args.share_all_embeddings and args.delight_enc_layers == 8 and args.delight_emb_depth == 4
+
+
+def test_explicit_flags_win_over_named_arch_defaults():
+    """The reference silently overwrites layers and embedding depth/width in named archs (bug B2)."""
+    args = named_args("delight_transformer_wmt14_en_de", ["--delight-dec-layers", "6", "--delight-emb-depth", "3",
+                                                          "--delight-emb-width-mult", "1.5", "--dropout", "0.2"])
+    assert (args.delight_dec_layers, args.delight_emb_depth, args.delight_emb_width_mult, args.dropout) == \
+        (6, 3, 1.5, 0.2)
+    assert args.delight_enc_layers == 8 and args.delight_dropout == 0.0
+    fr = named_args("delight_transformer_wmt14_en_fr", ["--delight-emb-out-dim", "640"])
+    assert (fr.dropout, fr.attention_dropout) == (0.06, 0.06)
+
+
+def test_reference_readme_parameter_counts():
+    """WMT'14 En-De d_m=512 (joined vocab 43,740) and En-Fr d_m=640 (44,512): the README's 36.76M, 54.14M."""
+    sys.path.insert(0, str(harness.REPO / "scripts"))
+    import count_params_macs
+    _, _, de = count_params_macs.summary("delight_transformer_wmt14_en_de", 43740, ["--delight-emb-out-dim", "512"],
+                                         20, 20)
+    assert de.params + de.emb_params == 36_764_300 and round(de.macs / 1e9, 2) == 5.58
+    _, _, fr = count_params_macs.summary("delight_transformer_wmt14_en_fr", 44512, ["--delight-emb-out-dim", "640"],
+                                         20, 20)
+    assert fr.params + fr.emb_params == 54_135_564
+
+
+MAX_LEN_B = 12  # an almost untrained model rarely stops: keep beam search short
+
+
+def generate(model_path, data, subset, incremental: bool, beam=5):
+    """Hypotheses (as strings, in sample-id order) of beam search with or without incremental state."""
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(model_path)])
+    task.load_dataset(subset)
+    generator = task.build_generator(models, GenerationConfig(beam=beam, max_len_b=MAX_LEN_B))
+    generator.model.has_incremental = incremental
+    hyps = {}
+    itr = task.get_batch_iterator(task.dataset(subset), max_sentences=16).next_epoch_itr(shuffle=False)
+    for sample in itr:
+        for sid, out in zip(sample["id"].tolist(), task.inference_step(generator, models, sample)):
+            hyps[sid] = task.target_dictionary.string(out[0]["tokens"])
+    return hyps
+
+
+def test_fairseq_train_and_generate(mt_data_bin, tmp_path):
+    harness.fairseq_cli("train", mt_data_bin, "--user-dir", harness.PLUGIN_DIR, "--task", "translation",
+                        "--arch", "delight_transformer_wmt16_en_ro", *TINY, "--optimizer", "adam", "--lr", "0.002",
+                        "--max-tokens", "2048", "--max-update", "12", "--criterion", "label_smoothed_cross_entropy",
+                        "--label-smoothing", "0.1", "--save-dir", tmp_path, "--no-epoch-checkpoints",
+                        "--num-workers", "0", "--disable-validation", "--seed", "1", "--print-stats")
+    checkpoint = tmp_path / "checkpoint_last.pt"
+    gen = harness.fairseq_cli("generate", mt_data_bin, "--user-dir", harness.PLUGIN_DIR, "--path", checkpoint,
+                              "--beam", "5", "--max-len-b", MAX_LEN_B, "--batch-size", "32", "--scoring", "sacrebleu",
+                              "--gen-subset", "valid")
+    out = gen.stdout + gen.stderr
+    assert re.search(r"BLEU = \d", out), out[-2000:]
+    cli = {int(m.group(1)): m.group(2) for m in re.finditer(r"^H-(\d+)\t\S+\t(.*)$", gen.stdout, re.M)}
+    assert len(cli) > 250, gen.stdout[-2000:]
+    with_state = generate(checkpoint, mt_data_bin, "valid", incremental=True)
+    without_state = generate(checkpoint, mt_data_bin, "valid", incremental=False)
+    assert with_state == without_state, "incremental beam search changed the hypotheses"
+    assert all(with_state[i] == hyp for i, hyp in cli.items()), "fairseq-generate differs from the in-process run"
+
+
+def short_pairs(directory: Path, count: int = 300, max_words: int = 10):
+    src = (harness.SAMPLE_DIR / "wmt16-en-ro" / "train.en").read_text().splitlines()
+    tgt = (harness.SAMPLE_DIR / "wmt16-en-ro" / "train.ro").read_text().splitlines()
+    pairs = [(s, t) for s, t in zip(src, tgt) if 0 < len(s.split()) <= max_words and 0 < len(t.split()) <= max_words]
+    pairs = pairs[:count]
+    directory.mkdir(parents=True, exist_ok=True)
+    for lang, side in (("en", 0), ("ro", 1)):
+        (directory / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
+    return directory, len(pairs)
+
+
+@pytest.mark.slow
+def test_memorises_a_few_hundred_pairs(tmp_path):
+    """A small delight_transformer trained for a few minutes on CPU reproduces its training pairs: BLEU > 60."""
+    text, count = short_pairs(tmp_path / "text")
+    assert count >= 200
+    data = tmp_path / "bin"
+    harness.fairseq_cli("preprocess", "--source-lang", "en", "--target-lang", "ro", "--joined-dictionary",
+                        "--trainpref", text / "train", "--destdir", data, "--workers", "1")
+    harness.fairseq_cli("train", data, "--user-dir", harness.PLUGIN_DIR, "--task", "translation",
+                        "--arch", "delight_transformer", "--delight-emb-map-dim", "64", "--delight-emb-out-dim", "128",
+                        "--delight-enc-layers", "3", "--delight-dec-layers", "3", "--share-all-embeddings",
+                        "--share-decoder-input-output-embed", "--dropout", "0", "--attention-dropout", "0",
+                        "--pe-dropout", "0", "--ffn-dropout", "0", "--delight-emb-dropout", "0",
+                        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.003",
+                        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "50", "--max-tokens", "1024",
+                        "--max-update", "800", "--save-dir", tmp_path / "ckpt", "--no-epoch-checkpoints",
+                        "--num-workers", "0", "--disable-validation", "--seed", "1",
+                        "--log-format", "simple", "--log-interval", "100")
+    gen = harness.fairseq_cli("generate", data, "--user-dir", harness.PLUGIN_DIR, "--path",
+                              tmp_path / "ckpt" / "checkpoint_last.pt", "--gen-subset", "train", "--beam", "5",
+                              "--batch-size", "64", "--scoring", "sacrebleu")
+    bleu = float(re.search(r"BLEU = ([\d.]+)", gen.stdout + gen.stderr).group(1))
+    assert bleu > 60, f"BLEU {bleu} on the {count} training pairs"
