@@ -157,7 +157,7 @@ def mt_flags(arch: str, gpus: int = 1, d_m: Optional[int] = None) -> List[str]:
                       "--delight-enc-min-depth", "4", "--delight-enc-max-depth", "8", "--delight-enc-width-mult", "2",
                       "--delight-dec-min-depth", "4", "--delight-dec-max-depth", "8", "--delight-dec-width-mult", "2",
                       "--lr-scheduler", "polynomial_decay", "--lr", str(delight_mt_lr(d_m)), "--power", "1",
-                      "--end-learning-rate", "1e-07", "--warmup-updates", "10000"]
+                      "--end-learning-rate", "1e-07", "--warmup-updates", "10000", "--total-num-update", "100000"]
     elif arch == MT_BASELINE:
         if d_m is not None:
             raise ValueError("--d-m applies to delight_transformer_wmt16_en_ro only")
