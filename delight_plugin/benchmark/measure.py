@@ -30,7 +30,7 @@ def time_limit(seconds: Optional[float]):
         return
 
     def expire(signum, frame):
-        raise BudgetExceeded(f"exceeded the {seconds:.0f}s budget")
+        raise BudgetExceeded(f"exceeded the {seconds:.1f}s budget")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

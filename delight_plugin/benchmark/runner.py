@@ -106,8 +106,8 @@ class Benchmark:
     def _train_step(self, model: Measured, tokens: torch.Tensor):
         def step():
             model.module.train()
-            logits = model.logits(tokens[:, :-1])
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+            log_probs = model.log_probs(tokens[:, :-1])
+            loss = F.nll_loss(log_probs.float().reshape(-1, log_probs.size(-1)), tokens[:, 1:].reshape(-1))
             loss.backward()
             model.module.zero_grad(set_to_none=True)
         return step
@@ -116,7 +116,7 @@ class Benchmark:
         def step():
             model.module.eval()
             with torch.no_grad():
-                model.logits(tokens[:, :-1])
+                model.log_probs(tokens[:, :-1])
         return step
 
     def _sample(self, cell: Cell, metric: str, tokens: torch.Tensor) -> None:

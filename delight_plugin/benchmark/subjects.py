@@ -24,8 +24,9 @@ class Measured:
         self.module = module
         self.vocab_size = vocab_size
 
-    def logits(self, tokens: Tensor) -> Tensor:
-        return self.module(tokens)
+    def log_probs(self, tokens: Tensor) -> Tensor:
+        """Next-token log-probabilities [batch, time, vocab] (what training and scoring need)."""
+        return torch.log_softmax(self.module(tokens).float(), dim=-1)
 
     def generate(self, tokens: Tensor, budget_check: Callable[[int], bool]) -> int:
         """Decode ``tokens`` one step at a time with cached state; return the steps done.
@@ -37,7 +38,7 @@ class Measured:
 
         tokens = torch.full((1, length), 4, dtype=torch.long, device=self.device)
         self.module.eval()
-        return count_macs(lambda: self.logits(tokens)) / length
+        return count_macs(lambda: self.log_probs(tokens)) / length
 
     def embedding_parameters(self) -> set:
         """ids of the token/position embedding and output-layer parameters."""
@@ -63,8 +64,9 @@ class FairseqMeasured(Measured):
     """A fairseq language model: forward returns (logits, extra); decoding uses
     ``incremental_state`` exactly as ``fairseq-generate`` does (the whole prefix is passed in)."""
 
-    def logits(self, tokens: Tensor) -> Tensor:
-        return self.module(tokens)[0]
+    def log_probs(self, tokens: Tensor) -> Tensor:
+        # get_normalized_probs also covers the adaptive softmax, whose forward returns features.
+        return self.module.get_normalized_probs(self.module(tokens), log_probs=True)
 
     def generate(self, tokens: Tensor, budget_check: Callable[[int], bool]) -> int:
         state: Dict = {}

@@ -1,0 +1,145 @@
+"""The benchmark's parts measure what they claim (memory of a known allocation, MACs of a known
+product, a budget that interrupts), one broken or slow model gives error cells instead of a crash,
+ratios are taken against the baseline of the same run, and the command line writes the JSON, the
+markdown and the plots with a row for every registered LM architecture."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import harness
+from delight_plugin.benchmark import measure, report
+from delight_plugin.benchmark.runner import Benchmark, Options
+from delight_plugin.benchmark.subjects import Measured, Subject, fairseq_subjects
+from delight_plugin.presets import plugin_lm_archs, preset_flags
+
+VOCAB = 50
+
+
+class BagOfWordsLM(nn.Module):
+    """Causal by construction (each position sees only its own token): enough to be measured."""
+
+    def __init__(self, width: int = 16, hidden_layers: int = 1, delay: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, width)
+        self.hidden = nn.Sequential(*[nn.Linear(width, width) for _ in range(hidden_layers)])
+        self.out = nn.Linear(width, VOCAB)
+        self.delay = delay
+
+    def forward(self, tokens):
+        for _ in range(int(self.delay / 0.01) if self.training else 0):
+            time.sleep(0.01)  # slow to train, interruptible between bytecodes
+        return self.out(self.hidden(self.embed(tokens)))
+
+
+def toy_subject(name, kind="ours", **kw):
+    return Subject(name, kind, lambda length: Measured(BagOfWordsLM(**kw), VOCAB))
+
+
+def broken(length):
+    raise ValueError("--toy-flag=3 is invalid")
+
+
+def run_toys(tmp_path):
+    subjects = [toy_subject("baseline", "baseline"), toy_subject("deeper", hidden_layers=3),
+                Subject("broken", "ours", broken), toy_subject("slow", delay=60.0)]
+    # Budgets generous for a loaded 2-core machine, yet far below the slow model's 60 s steps.
+    options = Options(size="tiny", lengths=[8, 16], repeats=2, vocab_size=VOCAB, time_budget=3.0,
+                      generate_budget=1.0, min_sample_seconds=0.01)
+    return Benchmark(subjects, options, log=lambda s: None).run()
+
+
+def test_peak_memory_sees_a_known_allocation():
+    cpu = torch.device("cpu")
+    if not measure.cpu_peak_supported():
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    mib = 2**20
+    peak = measure.peak_memory_bytes(lambda: torch.ones(64 * mib // 4).sum(), cpu) / mib
+    assert 60 <= peak <= 100, f"a 64 MiB tensor measured as {peak:.1f} MiB"
+    idle = measure.peak_memory_bytes(lambda: None, cpu) / mib
+    assert idle < 8, f"doing nothing measured as {idle:.1f} MiB"
+
+
+def test_count_macs_of_a_known_product():
+    layer = nn.Linear(32, 16)
+    assert measure.count_macs(lambda: layer(torch.randn(1, 10, 32))) == 10 * 32 * 16
+
+
+def test_time_limit_interrupts_a_long_run():
+    start = time.perf_counter()
+    with pytest.raises(measure.BudgetExceeded):
+        with measure.time_limit(0.3):
+            for _ in range(500):
+                time.sleep(0.01)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_failures_are_error_cells_and_ratios_use_the_baseline(tmp_path):
+    result = run_toys(tmp_path)
+    rows = {(r["name"], r["length"]): r for r in result["rows"]}
+    assert set(rows) == {(n, l) for n in ("baseline", "deeper", "broken", "slow") for l in (8, 16)}
+    assert rows["broken", 8]["errors"]["build"].startswith("ValueError: --toy-flag=3")
+    assert rows["slow", 8]["errors"]["train"].startswith("timeout")
+    assert rows["slow", 16]["errors"]["train"].startswith("skipped: timeout")
+    assert rows["slow", 16]["infer_tokens_per_s"] > 0  # only training was slow
+    for length in (8, 16):
+        base, deeper = rows["baseline", length], rows["deeper", length]
+        assert len(base["samples"]["train"]) == 2 and base["train_tokens_per_s"] > 0
+        # 3 hidden 16x16 layers instead of 1: exactly 2 * 256 more MACs per token than 16*16 + 16*50
+        assert deeper["macs_per_token"] - base["macs_per_token"] == 2 * 16 * 16
+        assert deeper["ratio"]["macs_per_token"] == pytest.approx(deeper["macs_per_token"] / base["macs_per_token"])
+        assert deeper["ratio"]["train_tokens_per_s"] == pytest.approx(
+            deeper["train_tokens_per_s"] / base["train_tokens_per_s"])
+        assert 0 < base["train_mfu"] < 1
+        assert base["generate_tokens_per_s"] is None and base["errors"]["generate"].startswith("NotImplementedError")
+
+
+def test_report_files(tmp_path):
+    result = run_toys(tmp_path)
+    paths = report.write(result, tmp_path)
+    assert sorted(p.name for p in paths) == ["benchmark.json", "benchmark.md", "memory.png", "throughput.png"]
+    assert json.loads((tmp_path / "benchmark.json").read_text())["rows"] == json.loads(json.dumps(result["rows"]))
+    md = (tmp_path / "benchmark.md").read_text()
+    for name in ("baseline", "deeper", "broken", "slow"):
+        assert md.count(f"| {name} |") == 3  # one row per length, one in the ratio table
+    assert "error: ValueError: --toy-flag=3" in md and "error: timeout" in md
+    for png in ("memory.png", "throughput.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_our_models_are_built_as_fairseq_train_builds_them():
+    subject = next(s for s in fairseq_subjects(["plain_lm"], "tiny", 100, torch.device("cpu"), torch.float32)
+                   if s.name == "plain_lm")
+    measured = subject.build(64)
+    reference, _ = harness.build("plain_lm", preset_flags("plain_lm", "tiny"), tokens_per_sample=64)
+    assert measured.params() == sum(p.numel() for p in reference.parameters())
+    assert measured.macs_per_token(64) == sum(r.macs_per_token for r in reference.stats(64))
+    measured.module.eval()
+    tokens = harness.random_tokens(1, 12)
+    assert measured.generate(tokens, lambda step: step < 5) == 5
+
+
+@pytest.mark.slow
+def test_command_line_smoke(tmp_path):
+    """The acceptance command (fewer repeats to save CI time): every registered LM arch has a row."""
+    cmd = [sys.executable, str(harness.REPO / "scripts" / "benchmark.py"), "--size", "tiny", "--lengths", "256",
+           "512", "--repeats", "1", "--generate-budget", "3", "--output-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("benchmark.json", "benchmark.md", "throughput.png", "memory.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
+    names = {r["name"] for r in rows}
+    assert set(plugin_lm_archs()) | {"transformer_lm"} <= names
+    md = (tmp_path / "benchmark.md").read_text()
+    for arch in plugin_lm_archs():
+        assert f"| {arch} |" in md
+    measured = {(r["name"], r["length"]): r for r in rows}
+    for arch in ["transformer_lm"] + plugin_lm_archs(default_only=True):
+        for length in (256, 512):
+            row = measured[arch, length]
+            assert row["train_tokens_per_s"] and row["infer_tokens_per_s"] and row["macs_per_token"], row["errors"]
