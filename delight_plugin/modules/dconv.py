@@ -69,7 +69,9 @@ class CausalDepthwiseConv(nn.Module):
         else:
             padded = torch.cat([history, x], dim=1).transpose(1, 2)
         out = F.conv1d(padded, self.full_weight(), groups=self.channels)
-        return out.transpose(1, 2), padded[:, :, -context:].transpose(1, 2)
+        # Back to a contiguous [B, T, C]: heads split from it must have a unit-stride last dimension,
+        # otherwise SDPA falls back to its slow (T x T materialising) kernel.
+        return out.transpose(1, 2).contiguous(), padded[:, :, -context:].transpose(1, 2)
 
 
 class MultiDConvHeadAttention(CausalSelfAttention):
