@@ -38,6 +38,10 @@ def tiny(arch):
         return ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim",
                 "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
                 "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
+    if arch == hp.DELIGHT_MT:
+        return ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-enc-layers", "2",
+                "--delight-dec-layers", "2", "--delight-enc-max-depth", "4", "--delight-dec-max-depth", "4",
+                "--delight-emb-depth", "2"]
     flags = harness.tiny_flags(arch)
     if arch == "delight_transformer_lm_wiki103":  # its 20K/60K cutoffs need a 267K vocabulary
         flags += ["--adaptive-input-cutoff", "100,300", "--adaptive-softmax-cutoff", "100,300"]
@@ -228,7 +232,8 @@ def hydra_overrides(flags):
     while i < len(flags):
         key = "++model." + flags[i].lstrip("-").replace("-", "_")
         if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
-            out.append(f"{key}={flags[i + 1]}")
+            value = flags[i + 1]
+            out.append(f"{key}='{value}'" if "," in value else f"{key}={value}")  # hydra reads a,b as a list
             i += 2
         else:
             out.append(f"{key}=true")
