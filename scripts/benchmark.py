@@ -2,8 +2,8 @@
 """Benchmark every LM architecture of the plugin, fairseq's transformer_lm (always included, the
 reference of every ratio) and the PyPI peers at a matched size preset: training fwd+bwd tokens/s,
 inference tokens/s, incremental generation tokens/s, peak memory, parameters, MACs per token and
-training MFU, at each --lengths. Writes <output-dir>/benchmark.{json,md} and throughput.png,
-memory.png. Example: python scripts/benchmark.py --size tiny --lengths 256 512"""
+training MFU, at each --lengths. Writes <output-dir>/<stem>.{json,md}, <stem>_throughput.png and
+<stem>_memory.png (stem: benchmark). Example: python scripts/benchmark.py --size tiny --lengths 256 512"""
 import argparse
 import logging
 import shlex

@@ -101,13 +101,14 @@ def test_failures_are_error_cells_and_ratios_use_the_baseline(tmp_path):
 def test_report_files(tmp_path):
     result = run_toys(tmp_path)
     paths = report.write(result, tmp_path)
-    assert sorted(p.name for p in paths) == ["benchmark.json", "benchmark.md", "memory.png", "throughput.png"]
+    assert sorted(p.name for p in paths) == ["benchmark.json", "benchmark.md", "benchmark_memory.png",
+                                                "benchmark_throughput.png"]
     assert json.loads((tmp_path / "benchmark.json").read_text())["rows"] == json.loads(json.dumps(result["rows"]))
     md = (tmp_path / "benchmark.md").read_text()
     for name in ("baseline", "deeper", "broken", "slow"):
         assert md.count(f"| {name} |") == 3  # one row per length, one in the ratio table
     assert "error: ValueError: --toy-flag=3" in md and "error: timeout" in md
-    for png in ("memory.png", "throughput.png"):
+    for png in ("benchmark_memory.png", "benchmark_throughput.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -130,7 +131,7 @@ def test_command_line_smoke(tmp_path):
            "512", "--repeats", "1", "--generate-budget", "3", "--output-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("benchmark.json", "benchmark.md", "throughput.png", "memory.png"):
+    for name in ("benchmark.json", "benchmark.md", "benchmark_throughput.png", "benchmark_memory.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
     names = {r["name"] for r in rows}

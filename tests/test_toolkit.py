@@ -2,7 +2,6 @@
 ``from_pretrained`` give a GeneratorHubInterface whose ``score`` equals the model's own
 log-probabilities, ``sample`` decodes, ``translate`` works for the encoder-decoder, and
 ``--tensorboard-logdir`` writes event files with the training loss."""
-import struct
 from pathlib import Path
 
 import pytest
@@ -13,46 +12,38 @@ from fairseq.hub_utils import GeneratorHubInterface
 from fairseq.models import ARCH_MODEL_REGISTRY
 
 from delight_plugin import hub
+from delight_plugin.benchmark.tensorboard import logdir_scalars, plot_runs
 
 TINY_LM = ["--arch", "plain_lm", "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",
            "--decoder-layers", "2", "--decoder-attention-heads", "4", "--tokens-per-sample", "64"]
 
 
 def train(data, save_dir: Path, task_flags, *extra):
-    harness.fairseq_cli("train", data, "--user-dir", harness.PLUGIN_DIR, *task_flags, "--optimizer", "adam",
+    proc = harness.fairseq_cli("train", data, "--user-dir", harness.PLUGIN_DIR, *task_flags, "--optimizer", "adam",
                         "--lr", "0.002", "--max-tokens", "512", "--max-update", "3", "--save-dir", save_dir,
                         "--no-epoch-checkpoints", "--num-workers", "0", "--disable-validation", "--seed", "1",
                         "--log-format", "json", "--log-interval", "1", *extra)
+    (save_dir / "train.log").write_text(proc.stdout + proc.stderr)
     return save_dir
 
 
 @pytest.fixture(scope="module")
 def lm_run(lm_data_bin, tmp_path_factory):
     root = tmp_path_factory.mktemp("toolkit-lm")
-    train(lm_data_bin, root / "checkpoints", ["--task", "language_modeling", *TINY_LM],
-          "--tensorboard-logdir", root / "tensorboard")
+    train(lm_data_bin, root, ["--task", "language_modeling", *TINY_LM], "--tensorboard-logdir", root / "tensorboard")
     return root
 
 
-def tensorboard_scalars(path: Path):
-    """(tag, value) of every scalar in a TFRecord event file (the format tensorboardX writes)."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    data, scalars, offset = path.read_bytes(), [], 0
-    while offset < len(data):
-        (length,) = struct.unpack("<Q", data[offset:offset + 8])
-        event = Event.FromString(data[offset + 12:offset + 12 + length])  # skip length and its crc
-        offset += 12 + length + 4
-        scalars += [(v.tag, v.simple_value) for v in event.summary.value]
-    return scalars
-
-
-def test_tensorboard_logdir_writes_the_training_curves(lm_run):
-    files = sorted((lm_run / "tensorboard").rglob("events.out.tfevents.*"))
-    assert {f.parent.name for f in files} >= {"train_inner", "train"}
-    inner = [s for f in files if f.parent.name == "train_inner" for s in tensorboard_scalars(f)]
-    losses = [value for tag, value in inner if tag == "loss"]
-    assert len(losses) == 3 and all(0 < loss < 20 for loss in losses), inner
+def test_tensorboard_logdir_writes_the_training_curves(lm_run, tmp_path):
+    curves = logdir_scalars(lm_run / "tensorboard")
+    assert set(curves) >= {"train_inner", "train"}
+    losses = curves["train_inner"]["loss"]
+    assert [step for step, _ in losses] == [1, 2, 3] and all(0 < loss < 20 for _, loss in losses), losses
+    # the json log of the same run holds the same losses
+    logged = harness.train_losses((lm_run / "train.log").read_text())
+    assert [round(v, 2) for _, v in losses] == [round(logged[s], 2) for s in (1, 2, 3)]
+    png = plot_runs({"plain_lm": lm_run / "tensorboard"}, tmp_path / "curves.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def expected_scores(model, dictionary, tokens):
@@ -64,7 +55,7 @@ def expected_scores(model, dictionary, tokens):
 
 
 def test_load_scores_and_samples_a_language_model(lm_run, lm_data_bin):
-    lm = hub.load(lm_run / "checkpoints")  # a directory: checkpoint_best/last.pt and the training data's dicts
+    lm = hub.load(lm_run)  # a directory: checkpoint_best/last.pt and the training data's dicts
     assert isinstance(lm, GeneratorHubInterface)
     scored = lm.score("the game was released in")
     # fairseq's LM scorer scores the sentence's words (the eos that encode() appends is dropped).
@@ -77,9 +68,9 @@ def test_load_scores_and_samples_a_language_model(lm_run, lm_data_bin):
 
 def test_from_pretrained_matches_load(lm_run, lm_data_bin):
     model_cls = ARCH_MODEL_REGISTRY["plain_lm"]
-    lm = model_cls.from_pretrained(str(lm_run / "checkpoints"), "checkpoint_last.pt", str(lm_data_bin))
+    lm = model_cls.from_pretrained(str(lm_run), "checkpoint_last.pt", str(lm_data_bin))
     assert isinstance(lm, GeneratorHubInterface)
-    direct = hub.load(lm_run / "checkpoints" / "checkpoint_last.pt", data_name_or_path=lm_data_bin)
+    direct = hub.load(lm_run / "checkpoint_last.pt", data_name_or_path=lm_data_bin)
     torch.testing.assert_close(lm.score("in the")["positional_scores"], direct.score("in the")["positional_scores"])
 
 

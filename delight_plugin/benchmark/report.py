@@ -98,8 +98,9 @@ def ratio_table(result: dict, key: str = "train_tokens_per_s") -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict, output_dir: Path) -> List[Path]:
-    """``throughput.png`` (one panel per tokens/s metric) and ``memory.png``, log-log against length."""
+def plot(result: dict, output_dir: Path, stem: str = "benchmark") -> List[Path]:
+    """``<stem>_throughput.png`` (one panel per tokens/s metric) and ``<stem>_memory.png``, log-log
+    against length."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,7 +132,7 @@ def plot(result: dict, output_dir: Path) -> List[Path]:
         fig.suptitle(f"size {opts['size']}, batch {opts['batch_size']}, {opts['dtype']} on {opts['device']}")
         fig.legend(handles, labels, loc="center right", fontsize=8)
         fig.tight_layout(rect=(0, 0, 0.82, 0.95))
-        path = output_dir / filename
+        path = output_dir / f"{stem}_{filename}"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -156,7 +157,7 @@ def write(result: dict, output_dir: Path, stem: str = "benchmark") -> List[Path]
                        + ratio_table(result) + "\n")
     written = [json_path, md_path]
     try:
-        written += plot(result, output_dir)
+        written += plot(result, output_dir, stem)
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no plots written")
     return written
