@@ -97,6 +97,11 @@ class DeLighTLanguageModel(EfficientLanguageModel):
             # The skeleton (like fairseq) drops this projection when adaptive weights are tied; the
             # tied adaptive softmax works at the map width, so DeLighT projects d_m down to it.
             decoder.project_out_dim = nn.Linear(cfg.decoder_embed_dim, cfg.delight_emb_map_dim, bias=False)
+        for name, buffer in model.named_buffers():
+            if name.endswith("_float_tensor"):
+                # fairseq's adaptive modules keep an uninitialised dtype marker in the checkpoint; zero it
+                # so that identical training gives identical checkpoints.
+                buffer.zero_()
         return model
 
     @classmethod
