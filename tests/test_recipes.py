@@ -1,5 +1,6 @@
 """The recipes: hyperparameters, generated hydra configs, text tools, and the shell scripts run
 offline end to end on tiny slices of ../shared/data (prepare, train a few updates, evaluate)."""
+import argparse
 import json
 import math
 import os
@@ -193,7 +194,8 @@ def test_wikitext_recipe_end_to_end(arch, wikitext2_bin):
     log = (work / save / "train.log").read_text()
     assert f"arch: '{arch}'" in log or f"'arch': '{arch}'" in log or f"--arch {arch}" in log
     assert "num_updates 2" in log or "num_updates: 2" in log or "done training" in log
-    again = sh("wikitext/train.sh", arch, "--dataset", dataset, "--save-dir", save, cwd=work).stdout
+    again = sh("wikitext/train.sh", arch, "--dataset", dataset, "--data", "data-bin/wikitext-2", "--save-dir", save,
+               cwd=work).stdout
     assert "skip:" in again  # a finished run is never clobbered
     out = sh("wikitext/evaluate.sh", f"{save}/checkpoint_last.pt", "--subsets", "test", "--tokens-per-sample", "64",
              "--context-window", "32", cwd=work).stdout
@@ -226,19 +228,32 @@ def test_wmt16_recipe_end_to_end(arch, tmp_path_factory, shared_data):
     assert len((work / "ckpt/hyp_checkpoint_last_test.txt").read_text(encoding="utf-8").splitlines()) == 40
 
 
-def hydra_overrides(flags):
-    """--decoder-embed-dim 32 --gau-token-shift -> ++model.decoder_embed_dim=32 ++model.gau_token_shift=true"""
-    out, i = [], 0
-    while i < len(flags):
-        key = "++model." + flags[i].lstrip("-").replace("-", "_")
-        if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
-            value = flags[i + 1]
-            out.append(f"{key}='{value}'" if "," in value else f"{key}={value}")  # hydra reads a,b as a list
-            i += 2
-        else:
-            out.append(f"{key}=true")
-            i += 1
-    return out
+def _resolved(flags):
+    from omegaconf import OmegaConf
+    cfg = configs.fairseq_config(flags, "data", "save")
+    return {group: vars(node) if isinstance(node, argparse.Namespace) else
+            OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+            for group, node in cfg.items() if node is not None}
+
+
+def _hydra_value(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return f"'{value}'" if isinstance(value, str) and ("," in value or "(" in value) else str(value)
+
+
+def hydra_overrides(recipe_flags, extra_flags):
+    """The hydra overrides that turn the config of ``recipe_flags`` into that of
+    ``recipe_flags + extra_flags``, found by parsing both with fairseq's own parser (so each
+    flag lands in its group: model, criterion, distributed_training, ...)."""
+    base, changed = _resolved(recipe_flags), _resolved(recipe_flags + extra_flags)
+    return [f"++{group}.{key}={_hydra_value(value)}" for group, values in changed.items()
+            for key, value in values.items()
+            if not key.startswith("_") and base.get(group, {}).get(key) != value]
 
 
 @pytest.mark.slow
@@ -252,7 +267,7 @@ def test_every_hydra_config_composes_and_trains_two_updates(lm_data_bin, mt_data
         overrides = [f"task.data={lm_data_bin if lm else mt_data_bin}", f"checkpoint.save_dir={tmp_path / name}",
                      "optimization.max_update=2", "dataset.max_tokens=512", "dataset.num_workers=0",
                      "dataset.disable_validation=true", "++common.fp16=false",
-                     f"common.user_dir={harness.PLUGIN_DIR}", *hydra_overrides(tiny(arch))]
+                     f"common.user_dir={harness.PLUGIN_DIR}", *hydra_overrides(recipe["flags"], tiny(arch))]
         overrides += ["task.tokens_per_sample=64"] if lm else ["dataset.max_tokens=1024"]
         jobs.append({"name": name, "overrides": overrides})
     driver = tmp_path / "jobs.json"
