@@ -46,9 +46,10 @@ def broken(length):
 
 def run_toys(tmp_path):
     subjects = [toy_subject("baseline", "baseline"), toy_subject("deeper", hidden_layers=3),
-                Subject("broken", "ours", broken), toy_subject("slow", delay=60.0)]
-    # Budgets generous for a loaded 2-core machine, yet far below the slow model's 60 s steps.
-    options = Options(size="tiny", lengths=[8, 16], repeats=2, vocab_size=VOCAB, time_budget=3.0,
+                Subject("broken", "ours", broken), toy_subject("slow", delay=600.0)]
+    # Budgets generous for a loaded 2-core machine, yet far below the slow model's 600 s steps.
+    measure.count_macs(lambda: nn.Linear(2, 2)(torch.ones(2)))  # FlopCounterMode's first call is slow
+    options = Options(size="tiny", lengths=[8, 16], repeats=2, vocab_size=VOCAB, time_budget=6.0,
                       generate_budget=1.0, min_sample_seconds=0.01)
     return Benchmark(subjects, options, log=lambda s: None).run()
 
@@ -88,6 +89,7 @@ def test_failures_are_error_cells_and_ratios_use_the_baseline(tmp_path):
     assert rows["slow", 16]["infer_tokens_per_s"] > 0  # only training was slow
     for length in (8, 16):
         base, deeper = rows["baseline", length], rows["deeper", length]
+        assert not base["errors"].keys() - {"generate"} and not deeper["errors"].keys() - {"generate"}, rows
         assert len(base["samples"]["train"]) == 2 and base["train_tokens_per_s"] > 0
         # 3 hidden 16x16 layers instead of 1: exactly 2 * 256 more MACs per token than 16*16 + 16*50
         assert deeper["macs_per_token"] - base["macs_per_token"] == 2 * 16 * 16
