@@ -33,15 +33,15 @@ def valid_curve(train_log: str) -> List[dict]:
         tokens += float(rec["wpb"]) * (updates - last_update)
         last_update = updates
         marks.append((updates, float(rec["wall"]), tokens))
-    points = []
+    points = {}  # by update: the end-of-training validation may repeat the last interval's
     for rec in json_records(train_log, "valid"):
         updates = int(rec["valid_num_updates"])
         before = [m for m in marks if m[0] <= updates]
         if before:
             _, wall, seen = before[-1]
-            points.append({"updates": updates, "wall_seconds": wall, "tokens": seen,
-                           "valid_ppl": float(rec["valid_ppl"])})
-    return points
+            points[updates] = {"updates": updates, "wall_seconds": wall, "tokens": seen,
+                               "valid_ppl": float(rec["valid_ppl"])}
+    return [points[u] for u in sorted(points)]
 
 
 def eval_ppl(log_path: Path) -> Optional[float]:
@@ -90,8 +90,11 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging setup lets its DEBUG through
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

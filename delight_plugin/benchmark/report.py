@@ -101,8 +101,11 @@ def ratio_table(result: dict, key: str = "train_tokens_per_s") -> str:
 def plot(result: dict, output_dir: Path, stem: str = "benchmark") -> List[Path]:
     """``<stem>_throughput.png`` (one panel per tokens/s metric) and ``<stem>_memory.png``, log-log
     against length."""
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging setup lets its DEBUG through
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -29,8 +29,11 @@ def logdir_scalars(logdir: Path) -> Dict[str, Dict[str, List[Tuple[int, float]]]
 
 def plot_runs(logdirs: Dict[str, Path], path: Path, tags=(("train_inner", "loss"), ("valid", "ppl"))) -> Path:
     """One panel per (subset, tag), one line per run, as TensorBoard draws them."""
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging setup lets its DEBUG through
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
