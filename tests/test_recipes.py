@@ -19,8 +19,8 @@ from delight_plugin.recipes.romanian import normalise, remove_diacritics
 
 SCRIPTS = harness.REPO / "scripts"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable}
-FAST_TRAIN = ["--max-update", "2", "--tokens-per-sample", "64", "--max-tokens", "512", "--num-workers", "0",
-              "--disable-validation"]
+FAST_TRAIN = ["--max-update", "2", "--update-freq", "1", "--tokens-per-sample", "64", "--max-tokens", "512",
+              "--num-workers", "0", "--disable-validation"]
 
 
 def sh(script, *args, cwd, check=True):
@@ -194,9 +194,10 @@ def test_wikitext_recipe_end_to_end(arch, wikitext2_bin):
     log = (work / save / "train.log").read_text()
     assert f"arch: '{arch}'" in log or f"'arch': '{arch}'" in log or f"--arch {arch}" in log
     assert "num_updates 2" in log or "num_updates: 2" in log or "done training" in log
-    again = sh("wikitext/train.sh", arch, "--dataset", dataset, "--data", "data-bin/wikitext-2", "--save-dir", save,
-               cwd=work).stdout
-    assert "skip:" in again  # a finished run is never clobbered
+    if arch == "plain_lm":  # a finished run is never clobbered (once is enough: each call costs seconds)
+        again = sh("wikitext/train.sh", arch, "--dataset", dataset, "--data", "data-bin/wikitext-2", "--save-dir", save,
+                   cwd=work).stdout
+        assert "skip:" in again and "+ fairseq-train" not in again
     out = sh("wikitext/evaluate.sh", f"{save}/checkpoint_last.pt", "--subsets", "test", "--tokens-per-sample", "64",
              "--context-window", "32", cwd=work).stdout
     ppl = float(re.search(r"test perplexity: ([0-9.]+)", out).group(1))
@@ -218,7 +219,7 @@ def test_wmt16_recipe_end_to_end(arch, tmp_path_factory, shared_data):
     ref = (work / "data-bin/wmt16_en_ro/test.ref.ro").read_text(encoding="utf-8")
     assert len(ref.splitlines()) == 40 and not set("șțăâîşţ") & set(ref.lower())
     sh("wmt16_en_ro/train.sh", arch, "--save-dir", "ckpt", "--no-fp16", *tiny(arch), "--max-update", "3",
-       "--max-tokens", "1024", "--num-workers", "0", "--no-epoch-checkpoints", "--disable-validation", cwd=work)
+       "--update-freq", "1", "--max-tokens", "1024", "--num-workers", "0", "--no-epoch-checkpoints", "--disable-validation", cwd=work)
     out = sh("wmt16_en_ro/evaluate.sh", "ckpt/checkpoint_last.pt", "--beam", "2", "--max-len-b", "10", cwd=work).stdout
     assert re.search(r"sacreBLEU \(detokenized\): BLEU = [0-9.]+ ", out), out
     assert "sacreBLEU signature: nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out
@@ -265,7 +266,7 @@ def test_every_hydra_config_composes_and_trains_two_updates(lm_data_bin, mt_data
         arch = recipe["flags"][recipe["flags"].index("--arch") + 1]
         lm = name.startswith("wikitext")
         overrides = [f"task.data={lm_data_bin if lm else mt_data_bin}", f"checkpoint.save_dir={tmp_path / name}",
-                     "optimization.max_update=2", "dataset.max_tokens=512", "dataset.num_workers=0",
+                     "optimization.max_update=2", "optimization.update_freq=[1]", "dataset.max_tokens=512", "dataset.num_workers=0",
                      "dataset.disable_validation=true", "++common.fp16=false",
                      f"common.user_dir={harness.PLUGIN_DIR}", *hydra_overrides(recipe["flags"], tiny(arch))]
         overrides += ["task.tokens_per_sample=64"] if lm else ["dataset.max_tokens=1024"]
