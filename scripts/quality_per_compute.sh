@@ -69,7 +69,9 @@ fi
 if [[ -z "$ARCHS" ]]; then
   ARCHS="$($PY -c 'import delight_plugin; from delight_plugin.presets import plugin_lm_archs; print(*plugin_lm_archs(default_only=True))' 2>/dev/null)"
 fi
-ARCHS="transformer_lm ${ARCHS//transformer_lm /}"
+LIST="transformer_lm"  # the baseline first, once
+for A in $ARCHS; do [[ "$A" == transformer_lm ]] || LIST="$LIST $A"; done
+ARCHS="$LIST"
 HOURS="$($PY -c "print($MINUTES / 60)")"
 RUNS="$OUT/runs-$CORPUS-$SIZE"
 mkdir -p "$RUNS"
