@@ -94,7 +94,7 @@ for ARCH in $ARCHS; do
   for SPLIT in valid test; do
     $PY -m fairseq_cli.eval_lm "$DATA" --user-dir "$REPO/delight_plugin" --path "$RUN/checkpoints/checkpoint_best.pt" \
       --gen-subset "$SPLIT" --tokens-per-sample "$TPS" --context-window "$((TPS / 2))" --max-tokens 4096 \
-      --num-workers 0 > "$RUN/eval_$SPLIT.log" 2>&1 || echo "fairseq-eval-lm $SPLIT failed" >> "$RUN/FAILED"
+      --required-batch-size-multiple 1 --num-workers 0 > "$RUN/eval_$SPLIT.log" 2>&1 || echo "fairseq-eval-lm $SPLIT failed" >> "$RUN/FAILED"
   done
   grep -h "Perplexity" "$RUN"/eval_*.log | sed "s/^/[$ARCH] /" || true
   rm -f "$RUN"/checkpoints/checkpoint_[0-9]*.pt

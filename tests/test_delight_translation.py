@@ -237,7 +237,8 @@ def short_pairs(directory: Path, count: int = 300, max_words: int = 10):
 
 @pytest.mark.slow
 def test_memorises_a_few_hundred_pairs(tmp_path):
-    """A small delight_transformer trained for a few minutes on CPU reproduces its training pairs: BLEU > 60."""
+    """A small delight_transformer trained for about a minute on CPU reproduces its training pairs: BLEU > 60
+    (measured 91.7 after 150 updates)."""
     text, count = short_pairs(tmp_path / "text", count=200, max_words=8)
     assert count == 200
     data = tmp_path / "bin"
@@ -250,12 +251,13 @@ def test_memorises_a_few_hundred_pairs(tmp_path):
                         "--pe-dropout", "0", "--ffn-dropout", "0", "--delight-emb-dropout", "0",
                         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.005",
                         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "30", "--max-tokens", "4096",
-                        "--max-update", "300", "--save-interval", "100000", "--save-dir", tmp_path / "ckpt",
+                        "--max-update", "150", "--save-interval", "100000", "--save-dir", tmp_path / "ckpt",
                         "--no-epoch-checkpoints",
                         "--num-workers", "0", "--disable-validation", "--seed", "1",
                         "--log-format", "simple", "--log-interval", "100")
     gen = harness.fairseq_cli("generate", data, "--user-dir", harness.PLUGIN_DIR, "--path",
                               tmp_path / "ckpt" / "checkpoint_last.pt", "--gen-subset", "train", "--beam", "5",
-                              "--batch-size", "64", "--scoring", "sacrebleu")
+                              "--batch-size", "64", "--required-batch-size-multiple", "1", "--scoring", "sacrebleu")
+    assert len(re.findall(r"^H-", gen.stdout, re.M)) == count, "fairseq-generate skipped some pairs"
     bleu = float(re.search(r"BLEU = ([\d.]+)", gen.stdout + gen.stderr).group(1))
     assert bleu > 60, f"BLEU {bleu} on the {count} training pairs"

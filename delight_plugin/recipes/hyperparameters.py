@@ -72,7 +72,8 @@ def delight_lm_wiki103(d_m: int) -> Tuple[int, int, List[str]]:
     no weight decay, 12 blocks (depth 4 -> 12)."""
     flags = ["--delight-emb-map-dim", "128", "--delight-emb-out-dim", str(d_m),
              "--delight-dec-min-depth", "4", "--delight-dec-max-depth", "12", "--delight-dec-width-mult", "2",
-             "--criterion", "adaptive_loss", *ADAM, "--weight-decay", "0.0",
+             # fairseq's adaptive_loss refuses the default pytorch_ddp backend
+             "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp", *ADAM, "--weight-decay", "0.0",
              "--lr-scheduler", "cosine", "--lr", str(delight_lm_lr(d_m)), "--min-lr", "1e-09",
              "--warmup-init-lr", "1e-07", "--warmup-updates", "5000", "--lr-period-updates", "95000",
              "--t-mult", "1", "--lr-shrink", "1", "--max-update", "100000"]

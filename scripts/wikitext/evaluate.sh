@@ -56,8 +56,11 @@ for subset in "${SPLITS[@]}"; do
   else
     set_log "$DIR/eval_${NAME}_$subset.log"
     ((DRY_RUN)) || : >"$LOG"
+    # --required-batch-size-multiple 1: fairseq's default (8) drops a last batch that is not a multiple
+    # of 8 (fairseq issue #5036), so the perplexity would leave out the end of the split.
     run fairseq-eval-lm "$DATA" --user-dir "$USER_DIR" --path "$CKPT" --gen-subset "$subset" \
-      --tokens-per-sample "$TPS" --context-window "$CONTEXT" --max-tokens "$MAX_TOKENS" "${EXTRA[@]}"
+      --tokens-per-sample "$TPS" --context-window "$CONTEXT" --max-tokens "$MAX_TOKENS" \
+      --required-batch-size-multiple 1 "${EXTRA[@]}"
     ((DRY_RUN)) && continue
     line=$(grep -o 'Loss (base 2): [0-9.]*, Perplexity: [0-9.]*' "$LOG" | tail -n 1) \
       || die "no perplexity line in $LOG"

@@ -67,8 +67,11 @@ set_log "$DIR/evaluate_$NAME.log"
 if [[ -f "$HYP" && "$HYP" -nt "$CKPT" ]]; then
   say "skip: $HYP is newer than the checkpoint"
 else
+  # --required-batch-size-multiple 1: fairseq's default (8) drops a last batch that is not a multiple
+  # of 8 (fairseq issue #5036), which left test sentences untranslated.
   run fairseq-generate "$DATA" --user-dir "$USER_DIR" --path "$CKPT" --gen-subset "$SUBSET" --source-lang en \
-    --target-lang ro --beam "$BEAM" --lenpen "$LENPEN" --batch-size "$BATCH" --post-process sentencepiece \
+    --target-lang ro --beam "$BEAM" --lenpen "$LENPEN" --batch-size "$BATCH" --required-batch-size-multiple 1 \
+    --post-process sentencepiece \
     --scoring sacrebleu --results-path "$DIR/gen_tmp_$NAME" "${EXTRA[@]}"
   if ((!DRY_RUN)); then
     mv "$DIR/gen_tmp_$NAME/generate-$SUBSET.txt" "$GEN" && rmdir "$DIR/gen_tmp_$NAME"
