@@ -27,11 +27,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# Two pytest-xdist workers with one torch thread each keep both cores busy (most tests wait on a
+# fairseq subprocess's imports) without oversubscribing them. JOBS=1 runs serially.
+JOBS ?= 2
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -p xdist -n $(JOBS)
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PYTEST) tests -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"

@@ -10,7 +10,7 @@ CORE = [
     "sacrebleu>=2.0",
     "sentencepiece>=0.1.99",
 ]
-TEST = ["pytest>=7", "tensorboardX>=2.6", "matplotlib>=3.5"]  # the benchmark tests check the plots
+TEST = ["pytest>=7", "pytest-xdist>=3", "tensorboardX>=2.6", "matplotlib>=3.5"]  # the benchmark tests check the plots
 BENCH = [
     "matplotlib>=3.5",
     "tensorboardX>=2.6",

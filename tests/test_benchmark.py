@@ -44,7 +44,9 @@ def broken(length):
     raise ValueError("--toy-flag=3 is invalid")
 
 
-def run_toys(tmp_path):
+@pytest.fixture(scope="module")
+def toy_result():
+    """One toy benchmark run (about 25 s on 2 cores) shared by the tests that read it."""
     subjects = [toy_subject("baseline", "baseline"), toy_subject("deeper", hidden_layers=3),
                 Subject("broken", "ours", broken), toy_subject("slow", delay=600.0)]
     # Budgets generous for a loaded 2-core machine, yet far below the slow model's 600 s steps.
@@ -79,8 +81,8 @@ def test_time_limit_interrupts_a_long_run():
     assert time.perf_counter() - start < 2.0
 
 
-def test_failures_are_error_cells_and_ratios_use_the_baseline(tmp_path):
-    result = run_toys(tmp_path)
+def test_failures_are_error_cells_and_ratios_use_the_baseline(toy_result):
+    result = toy_result
     rows = {(r["name"], r["length"]): r for r in result["rows"]}
     assert set(rows) == {(n, l) for n in ("baseline", "deeper", "broken", "slow") for l in (8, 16)}
     assert rows["broken", 8]["errors"]["build"].startswith("ValueError: --toy-flag=3")
@@ -100,8 +102,8 @@ def test_failures_are_error_cells_and_ratios_use_the_baseline(tmp_path):
         assert base["generate_tokens_per_s"] is None and base["errors"]["generate"].startswith("NotImplementedError")
 
 
-def test_report_files(tmp_path):
-    result = run_toys(tmp_path)
+def test_report_files(toy_result, tmp_path):
+    result = toy_result
     paths = report.write(result, tmp_path)
     assert sorted(p.name for p in paths) == ["benchmark.json", "benchmark.md", "benchmark_memory.png",
                                                 "benchmark_throughput.png"]
@@ -128,9 +130,10 @@ def test_our_models_are_built_as_fairseq_train_builds_them():
 
 @pytest.mark.slow
 def test_command_line_smoke(tmp_path):
-    """The acceptance command (fewer repeats to save CI time): every registered LM arch has a row."""
+    """The acceptance command (one repeat, 1 s of decoding and no PyPI peers to save CI time): every
+    registered LM arch has a row."""
     cmd = [sys.executable, str(harness.REPO / "scripts" / "benchmark.py"), "--size", "tiny", "--lengths", "256",
-           "512", "--repeats", "1", "--generate-budget", "3", "--output-dir", str(tmp_path)]
+           "512", "--repeats", "1", "--generate-budget", "1", "--peers", "none", "--output-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("benchmark.json", "benchmark.md", "benchmark_throughput.png", "benchmark_memory.png"):

@@ -7,6 +7,8 @@ resumable training and build-time validation. Each model contributes tests/cases
     BAD = [([...flags], "text the error must contain"), ...]
     NO_INCREMENTAL = "reason"            # only if incremental decoding is impossible (optional)
 """
+import shutil
+
 import pytest
 import torch
 
@@ -71,8 +73,11 @@ def test_train_resume_and_eval_lm(arch, lm_data_bin, tmp_path):
               *harness.tiny_flags(arch), "--tokens-per-sample", "64", "--max-tokens", "512",
               "--optimizer", "adam", "--lr", "0.001", "--seed", "3", "--log-format", "json",
               "--log-interval", "1", "--no-epoch-checkpoints", "--num-workers", "0", "--disable-validation"]
-    straight = harness.fairseq_cli("train", *common, "--max-update", "6", "--save-dir", tmp_path / "a")
-    harness.fairseq_cli("train", *common, "--max-update", "3", "--save-dir", tmp_path / "b")
+    # The straight run also saves its update-3 checkpoint; the resumed run restarts from a copy of it.
+    straight = harness.fairseq_cli("train", *common, "--max-update", "6", "--save-interval-updates", "3",
+                                   "--save-dir", tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "checkpoint_1_3.pt", tmp_path / "b" / "checkpoint_last.pt")
     resumed = harness.fairseq_cli("train", *common, "--max-update", "6", "--save-dir", tmp_path / "b")
     want = harness.train_losses(straight.stdout + straight.stderr)
     got = harness.train_losses(resumed.stdout + resumed.stderr)
