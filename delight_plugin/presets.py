@@ -54,3 +54,26 @@ def plugin_lm_archs(default_only: bool = False) -> List[str]:
         model_names = {name for name, m in MODEL_REGISTRY.items() if m in ours.values()}
         return sorted(a for a in ours if a in model_names)
     return sorted(ours)
+
+
+def vocabulary_flags(arch: str, vocab_size: int) -> List[str]:
+    """Adaptive input/softmax cutoffs scaled to ``vocab_size`` when the arch's own do not fit it
+    (``delight_transformer_lm_wiki103``'s 20K/60K are sized for WikiText-103's 267K words), keeping
+    their proportion of a WikiText-103 vocabulary; [] when the arch has none or they fit."""
+    from argparse import Namespace
+
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
+    defaults = Namespace()
+    if arch in ARCH_CONFIG_REGISTRY:
+        ARCH_CONFIG_REGISTRY[arch](defaults)
+    flags = []
+    for name in ("adaptive_input_cutoff", "adaptive_softmax_cutoff"):
+        cutoffs = [int(c) for c in str(getattr(defaults, name, None) or "").split(",") if c]
+        if cutoffs and max(cutoffs) >= vocab_size:
+            scaled = [max(1, c * vocab_size // WIKITEXT103_VOCAB) for c in cutoffs]
+            flags += ["--" + name.replace("_", "-"), ",".join(map(str, scaled))]
+    return flags
+
+
+WIKITEXT103_VOCAB = 267744

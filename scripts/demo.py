@@ -14,12 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "delight_plugin"
 SAMPLE = PLUGIN / "data" / "sample" / "wikitext-2"
-# Flags a named arch needs on the ~8.8K-word sample vocabulary: the wiki103 arch's adaptive input and
-# softmax cutoffs (20K, 60K) are sized for WikiText-103, and fairseq's adaptive_loss needs legacy_ddp.
-DEMO_EXTRA = {
-    "delight_transformer_lm_wiki103": ["--adaptive-input-cutoff", "2000,6000", "--adaptive-softmax-cutoff", "2000,6000",
-                                       "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"],
-}
+# fairseq's adaptive_loss (the wiki103 arch's criterion) refuses the default pytorch_ddp backend.
+ADAPTIVE_LOSS = ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
 
 
 def fairseq(tool, *args, log: Path):
@@ -29,6 +25,15 @@ def fairseq(tool, *args, log: Path):
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
     return log.read_text()
+
+
+def extra_flags(arch, data: Path):
+    """The wiki103 arch's adaptive cutoffs scaled to the sample's vocabulary, and its criterion."""
+    from delight_plugin.presets import vocabulary_flags
+
+    vocab = 4 + sum(1 for _ in open(data / "dict.txt"))
+    flags = vocabulary_flags(arch, vocab)
+    return flags + ADAPTIVE_LOSS if flags else []
 
 
 def parse_run(log: str):
@@ -68,7 +73,7 @@ def main():
         print(f"training {arch} ({args.max_update} updates) ...", flush=True)
         try:
             log = fairseq("train", data, "--user-dir", PLUGIN, "--task", "language_modeling", "--arch", arch,
-                          *preset_flags(arch, args.size), *DEMO_EXTRA.get(arch, []), "--tokens-per-sample", "128", "--max-tokens", "2048",
+                          *preset_flags(arch, args.size), *extra_flags(arch, data), "--tokens-per-sample", "128", "--max-tokens", "2048",
                           "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.002",
                           "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "30", "--dropout", "0.1",
                           "--max-update", args.max_update, "--save-dir", save, "--no-save", "--seed", "1",

@@ -145,7 +145,7 @@ def test_command_line_smoke(tmp_path):
     for arch in plugin_lm_archs():
         assert f"| {arch} |" in md
     measured = {(r["name"], r["length"]): r for r in rows}
-    for arch in ["transformer_lm"] + plugin_lm_archs(default_only=True):
+    for arch in ["transformer_lm"] + plugin_lm_archs():
         for length in (256, 512):
             row = measured[arch, length]
             assert row["train_tokens_per_s"] and row["infer_tokens_per_s"] and row["macs_per_token"], row["errors"]

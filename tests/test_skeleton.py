@@ -6,7 +6,7 @@ from torch import nn
 
 import harness
 from delight_plugin.models.plain_lm import PlainLanguageModel
-from delight_plugin.presets import non_embedding_params, preset_flags
+from delight_plugin.presets import non_embedding_params, preset_flags, vocabulary_flags
 
 
 class LeakyBlock(nn.Module):
@@ -87,3 +87,13 @@ def test_presets_match_the_baseline_size():
         base, _ = harness.build("transformer_lm", preset_flags("transformer_lm", size))
         ratio = non_embedding_params(ours) / non_embedding_params(base)
         assert 0.9 <= ratio <= 1.1, (size, ratio)
+
+
+def test_adaptive_cutoffs_are_scaled_only_when_they_do_not_fit_the_vocabulary(tmp_path):
+    arch = "delight_transformer_lm_wiki103"  # 20K/60K cutoffs, sized for WikiText-103's 267,744 words
+    flags = vocabulary_flags(arch, 10000)
+    assert flags == ["--adaptive-input-cutoff", "746,2240", "--adaptive-softmax-cutoff", "746,2240"]
+    small = ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-dec-layers", "2"]
+    model, _ = harness.build(arch, small + flags, data_dir=harness.write_dictionary(tmp_path, size=10000))
+    assert model.decoder.adaptive_softmax.cutoff == [746, 2240, 10000]
+    assert vocabulary_flags(arch, 267744) == [] and vocabulary_flags("plain_lm", 100) == []

@@ -133,14 +133,14 @@ def build_fairseq_lm(arch: str, flags: List[str], length: int, data_dir: Path):
 def fairseq_subjects(archs: List[str], size: str, vocab_size: int, device: torch.device,
                      dtype: torch.dtype) -> List[Subject]:
     """The baseline ``transformer_lm`` first, then ``archs``, each at the ``size`` preset."""
-    from ..presets import BASELINE_ARCH, preset_flags
+    from ..presets import BASELINE_ARCH, preset_flags, vocabulary_flags
 
     data_dir = synthetic_dictionary(vocab_size)
     subjects = []
     for arch in [BASELINE_ARCH] + [a for a in archs if a != BASELINE_ARCH]:
         kind = "baseline" if arch == BASELINE_ARCH else "ours"
         try:
-            flags = preset_flags(arch, size)
+            flags = preset_flags(arch, size) + vocabulary_flags(arch, vocab_size)
         except (ValueError, KeyError) as err:
             flags, error = [], str(err)
 
