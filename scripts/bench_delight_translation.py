@@ -3,13 +3,20 @@
 on the same batches of the bundled WMT'16 En-Ro slice: training target tokens/s (forward, backward,
 Adam step, label-smoothed loss) and beam-5 generation sentences/s.
 
-    python scripts/bench_delight_translation.py [--threads 2] [--train-batches 20] [--dim 384]
+    python scripts/bench_delight_translation.py [--threads 2] [--train-batches 20] [--dim 384] \
+        [--output benchmarks/results/delight_translation.md]
+
+``--output`` also writes the table, with the command, machine and date, for
+``scripts/render_results.py`` to put into the README.
 
 Weights are untrained, so both models decode to the length limit (source length + 10): the
 generation numbers compare the cost of the same number of beam-search steps. Not a test.
 """
 import argparse
+import datetime
 import logging
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -92,6 +99,7 @@ def main():
     parser.add_argument("--gen-batches", type=int, default=4)
     parser.add_argument("--gen-batch-size", type=int, default=32)
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--output", help="also write the markdown table (with command, machine, date) here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = {
@@ -101,9 +109,10 @@ def main():
     }
     with tempfile.TemporaryDirectory() as tmp:
         data = preprocess(Path(tmp))
-        print(f"threads={args.threads}, {args.train_batches} training batches of <= {args.max_tokens} tokens, "
-              f"{args.gen_batches} x {args.gen_batch_size} validation sentences at beam {args.beam}")
-        print(f"| model | params | train tokens/s | beam-{args.beam} sentences/s |\n|---|---|---|---|")
+        header = (f"threads={args.threads}, {args.train_batches} training batches of <= {args.max_tokens} tokens, "
+                  f"{args.gen_batches} x {args.gen_batch_size} validation sentences at beam {args.beam}")
+        lines = [f"| model | params | train tokens/s | beam-{args.beam} sentences/s |", "|---|---|---|---|"]
+        print(header + "\n" + "\n".join(lines), flush=True)
         for name, (arch, flags) in models.items():
             task, model, criterion = build(data, arch, flags)
             train = batches(task, "train", max_tokens=args.max_tokens)[: args.train_batches + 1]
@@ -111,7 +120,14 @@ def main():
             tps = train_tokens_per_second(task, model, criterion, train)
             sps = generate_sentences_per_second(task, model, valid, args.beam)
             params = sum(p.numel() for p in model.parameters())
-            print(f"| {name} | {params / 1e6:.1f}M | {tps:,.0f} | {sps:.1f} |", flush=True)
+            lines.append(f"| {name} | {params / 1e6:.1f}M | {tps:,.0f} | {sps:.1f} |")
+            print(lines[-1], flush=True)
+    if args.output:
+        command = "python scripts/bench_delight_translation.py " + " ".join(sys.argv[1:])
+        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        Path(args.output).write_text(f"Measured by `{command}` on {machine}, {date}; {header}.\n\n"
+                                     + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+# The DeLighT translation throughput table (scripts/bench_delight_translation.py --output ...) goes
+# into the DeLighT section instead of the Results section.
+MT_BEGIN, MT_END = "<!-- delight-throughput:begin -->", "<!-- delight-throughput:end -->"
+MT_RESULT = "delight_translation.md"
+
+
+def replace_between(content: str, begin: str, end: str, text: str) -> str:
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{text}{end}{tail}"
 
 
 def section(results_dir: Path, link_prefix: str) -> str:
@@ -65,9 +75,11 @@ def main():
         content = readme.read_text()
         if BEGIN not in content or END not in content:
             sys.exit(f"{readme} has no {BEGIN} ... {END} markers: add them where the Results section goes")
-        head, rest = content.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+        content = replace_between(content, BEGIN, END, text)
+        mt_result = results_dir / MT_RESULT
+        if mt_result.exists() and MT_BEGIN in content and MT_END in content:
+            content = replace_between(content, MT_BEGIN, MT_END, mt_result.read_text().rstrip() + "\n")
+        readme.write_text(content)
         print(f"updated {readme}")
     elif not args.output:
         print(text)
