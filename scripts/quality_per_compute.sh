@@ -108,4 +108,4 @@ print(json.dumps({"budget_minutes": float(sys.argv[1]), "corpus": sys.argv[2], "
                   "machine": f"{platform.machine()} {cpu}, {torch.get_num_threads()} torch threads"}))
 PYEOF
 )"
-$PY -m delight_plugin.benchmark.quality --runs-dir "$RUNS" --output-dir "$RESULTS" --meta "$META"
+$PY -m delight_plugin.benchmark.quality --runs-dir "$RUNS" --output-dir "$RESULTS" --meta "$META" --archs $ARCHS

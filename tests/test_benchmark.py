@@ -149,3 +149,21 @@ def test_command_line_smoke(tmp_path):
         for length in (256, 512):
             row = measured[arch, length]
             assert row["train_tokens_per_s"] and row["infer_tokens_per_s"] and row["macs_per_token"], row["errors"]
+
+
+def test_adaptive_softmax_trains_on_its_cluster_logits():
+    """fairseq's AdaptiveSoftmax.get_log_prob writes in place (inference only); the benchmark's
+    training loss for the wiki103 arch uses the cluster logits and equals the full-softmax NLL."""
+    arch = "delight_transformer_lm_wiki103"
+    subject = next(s for s in fairseq_subjects([arch], "tiny", 10000, torch.device("cpu"), torch.float32)
+                   if s.name == arch)
+    model = subject.build(32)
+    model.module.eval()  # no dropout, so both losses see the same network
+    tokens = harness.random_tokens(2, 33, vocab=10000)
+    loss = model.training_loss(tokens)
+    loss.backward()
+    with torch.no_grad():
+        log_probs = model.log_probs(tokens[:, :-1])
+    nll = torch.nn.functional.nll_loss(log_probs.reshape(-1, log_probs.size(-1)), tokens[:, 1:].reshape(-1))
+    assert torch.isclose(loss, nll, rtol=1e-5), (loss.item(), nll.item())
+    assert all(p.grad is not None for p in model.module.decoder.adaptive_softmax.parameters() if p.requires_grad)

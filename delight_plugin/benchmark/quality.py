@@ -51,9 +51,11 @@ def eval_ppl(log_path: Path) -> Optional[float]:
     return float(match[-1][1]) if match else None
 
 
-def collect(runs_dir: Path) -> List[dict]:
+def collect(runs_dir: Path, archs: Optional[List[str]] = None) -> List[dict]:
+    """One record per run directory (only those named in ``archs`` when given: the directory may
+    hold runs of an earlier invocation)."""
     runs = []
-    for run in sorted(p for p in runs_dir.iterdir() if (p / "train.log").exists()):
+    for run in sorted(p for p in runs_dir.iterdir() if (p / "train.log").exists() and (archs is None or p.name in archs)):
         log = (run / "train.log").read_text()
         params = re.search(r"num\. shared model params: ([\d,]+)", log)
         curve = valid_curve(log)
@@ -127,17 +129,19 @@ def main(argv=None):
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--stem", default="quality")
     parser.add_argument("--meta", default="{}", help="JSON object of run facts (budget, corpus, command, ...)")
+    parser.add_argument("--archs", nargs="*", help="report only these runs (default: every run directory)")
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"meta": json.loads(args.meta), "runs": collect(Path(args.runs_dir))}
+    result = {"meta": json.loads(args.meta), "runs": collect(Path(args.runs_dir), args.archs)}
     (out / f"{args.stem}.json").write_text(json.dumps(result, indent=1, sort_keys=True))
     (out / f"{args.stem}.md").write_text(markdown(result))
     try:
         plot(result, out / f"{args.stem}.png")
         from .tensorboard import plot_runs
 
-        logdirs = {p.parent.name: p for p in sorted(Path(args.runs_dir).glob("*/tensorboard"))}
+        logdirs = {p.parent.name: p for p in sorted(Path(args.runs_dir).glob("*/tensorboard"))
+                   if args.archs is None or p.parent.name in args.archs}
         if logdirs:
             plot_runs(logdirs, out / f"{args.stem}_tensorboard.png")
     except ImportError:

@@ -106,9 +106,7 @@ class Benchmark:
     def _train_step(self, model: Measured, tokens: torch.Tensor):
         def step():
             model.module.train()
-            log_probs = model.log_probs(tokens[:, :-1])
-            loss = F.nll_loss(log_probs.float().reshape(-1, log_probs.size(-1)), tokens[:, 1:].reshape(-1))
-            loss.backward()
+            model.training_loss(tokens).backward()
             model.module.zero_grad(set_to_none=True)
         return step
 

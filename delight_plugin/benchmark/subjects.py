@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
@@ -27,6 +28,11 @@ class Measured:
     def log_probs(self, tokens: Tensor) -> Tensor:
         """Next-token log-probabilities [batch, time, vocab] (what training and scoring need)."""
         return torch.log_softmax(self.module(tokens).float(), dim=-1)
+
+    def training_loss(self, tokens: Tensor) -> Tensor:
+        """Mean next-token NLL of ``tokens`` [batch, time + 1], as a training step computes it."""
+        log_probs = self.log_probs(tokens[:, :-1])
+        return F.nll_loss(log_probs.float().reshape(-1, log_probs.size(-1)), tokens[:, 1:].reshape(-1))
 
     def generate(self, tokens: Tensor, budget_check: Callable[[int], bool]) -> int:
         """Decode ``tokens`` one step at a time with cached state; return the steps done.
@@ -67,6 +73,17 @@ class FairseqMeasured(Measured):
     def log_probs(self, tokens: Tensor) -> Tensor:
         # get_normalized_probs also covers the adaptive softmax, whose forward returns features.
         return self.module.get_normalized_probs(self.module(tokens), log_probs=True)
+
+    def training_loss(self, tokens: Tensor) -> Tensor:
+        # An adaptive softmax trains on its cluster logits, as fairseq's adaptive_loss does: its
+        # get_log_prob fills the full distribution in place and is for inference only.
+        adaptive = getattr(self.module.decoder, "adaptive_softmax", None)
+        if adaptive is None:
+            return super().training_loss(tokens)
+        logits, targets = adaptive(self.module(tokens[:, :-1])[0], tokens[:, 1:].contiguous())
+        total = sum(F.cross_entropy(out.float(), target, reduction="sum")
+                    for out, target in zip(logits, targets) if target is not None)
+        return total / tokens[:, 1:].numel()
 
     def generate(self, tokens: Tensor, budget_check: Callable[[int], bool]) -> int:
         state: Dict = {}
