@@ -11,6 +11,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY
 
 BASELINE_ARCH = "transformer_lm"
 SIZES = ("tiny", "small", "base")
+WIKITEXT103_VOCAB = 267744  # the vocabulary the wiki103 arch's adaptive cutoffs are sized for
 
 BASELINE_PRESETS = {
     # transformer_lm keeps 512-wide input/output dims unless told: keep them at the model width.
@@ -75,5 +76,3 @@ def vocabulary_flags(arch: str, vocab_size: int) -> List[str]:
             flags += ["--" + name.replace("_", "-"), ",".join(map(str, scaled))]
     return flags
 
-
-WIKITEXT103_VOCAB = 267744

@@ -106,7 +106,7 @@ def test_lm_memorises_its_training_text(tmp_path):
     """A tiny DeLighT LM trained on ~4.5K tokens for a minute scores them at a low perplexity.
 
     ``--required-batch-size-multiple 1``: with fairseq's default of 8 its batch_by_size drops a last batch
-    that is not a multiple of 8 (fairseq issue #5036), so 6 of the 36 blocks would never be trained on
+    that is not a multiple of 8 (fairseq issue #5036), so 4 of the 36 blocks would never be trained on
     nor scored."""
     text = harness.SAMPLE_DIR / "wikitext-2" / "train.txt"
     lines = [l for l in text.read_text().splitlines() if l.strip()][:40]

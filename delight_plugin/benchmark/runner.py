@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from . import measure
 from .measure import BudgetExceeded

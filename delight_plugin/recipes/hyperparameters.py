@@ -25,6 +25,8 @@ MT_BASELINE = "transformer"
 DELIGHT_MT = "delight_transformer_wmt16_en_ro"
 LM_DATASETS = ("wikitext-2", "wikitext-103")
 DELIGHT_MT_DIMS = (128, 256, 384, 640)  # the d_m values of the reference's En-Ro runs
+# fairseq's adaptive_loss refuses the default pytorch_ddp backend
+ADAPTIVE_LOSS = ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
 ADAM = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-08", "--clip-norm", "0.0"]
 
 
@@ -72,8 +74,7 @@ def delight_lm_wiki103(d_m: int) -> Tuple[int, int, List[str]]:
     no weight decay, 12 blocks (depth 4 -> 12)."""
     flags = ["--delight-emb-map-dim", "128", "--delight-emb-out-dim", str(d_m),
              "--delight-dec-min-depth", "4", "--delight-dec-max-depth", "12", "--delight-dec-width-mult", "2",
-             # fairseq's adaptive_loss refuses the default pytorch_ddp backend
-             "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp", *ADAM, "--weight-decay", "0.0",
+             *ADAPTIVE_LOSS, *ADAM, "--weight-decay", "0.0",
              "--lr-scheduler", "cosine", "--lr", str(delight_lm_lr(d_m)), "--min-lr", "1e-09",
              "--warmup-init-lr", "1e-07", "--warmup-updates", "5000", "--lr-period-updates", "95000",
              "--t-mult", "1", "--lr-shrink", "1", "--max-update", "100000"]
