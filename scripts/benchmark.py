@@ -41,6 +41,10 @@ def parse_args(argv=None):
     p.add_argument("--memory-limit-gb", type=float, default=8.0,
                    help="CPU only: extra address space the run may take (default 8); an allocation past it "
                         "gives an out-of-memory cell instead of the kernel's OOM killer. 0 disables")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="CPU only: keep (default) makes glibc reuse freed memory across steps instead of "
+                        "unmapping every block over 32 MiB and faulting it in again on the next step; default "
+                        "leaves glibc as it is. The same setting applies to every model of the run")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--stem", default="benchmark", help="file name stem of the JSON and markdown")
     return p.parse_args(argv)
@@ -73,7 +77,7 @@ def main(argv=None):
     options = Options(size=args.size, lengths=args.lengths, batch_size=args.batch_size, repeats=args.repeats,
                       device=args.device, dtype=args.dtype, vocab_size=args.vocab_size, time_budget=args.time_budget,
                       generate_budget=args.generate_budget, generate_repeats=args.generate_repeats,
-                      memory_limit_gb=args.memory_limit_gb or None)
+                      memory_limit_gb=args.memory_limit_gb or None, keep_freed_memory=args.malloc == "keep")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device = torch.device(args.device)
 

@@ -67,6 +67,44 @@ def test_peak_memory_sees_a_known_allocation():
     assert idle < 8, f"doing nothing measured as {idle:.1f} MiB"
 
 
+def _page_faults_of_second_allocation(mib: int = 256) -> int:
+    """Minor page faults of filling a fresh ``mib`` MiB malloc block after one of that size was
+    freed (plain malloc, as torch's CPU allocator uses, without its alignment padding)."""
+    import ctypes
+    import resource
+
+    libc = measure._LIBC
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = mib * 2**20
+    first = libc.malloc(size)
+    ctypes.memset(first, 1, size)
+    libc.free(first)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    second = libc.malloc(size)
+    ctypes.memset(second, 1, size)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    libc.free(second)
+    return faults
+
+
+def test_freed_memory_kept_reuses_pages_and_restores_glibc():
+    if measure._LIBC is None or not hasattr(measure._LIBC, "mallopt"):
+        pytest.skip("the allocator is not glibc")
+    with measure.freed_memory_kept(enabled=False) as active:
+        assert not active
+        outside = _page_faults_of_second_allocation()
+    with measure.freed_memory_kept() as active:
+        assert active
+        inside = _page_faults_of_second_allocation()
+    measure._LIBC.malloc_trim(0)  # hand back what the context kept, then glibc maps large blocks again
+    after = _page_faults_of_second_allocation()
+    # A 256 MiB block is 65,536 pages of 4 KiB (128 with transparent huge pages): glibc unmaps it on
+    # free, so the next one faults in again, unless the memory is kept.
+    assert outside >= 100 and after >= 100, (outside, after)
+    assert inside * 10 < outside, f"{inside} page faults with freed memory kept, {outside} without"
+
+
 def test_count_macs_of_a_known_product():
     layer = nn.Linear(32, 16)
     assert measure.count_macs(lambda: layer(torch.randn(1, 10, 32))) == 10 * 32 * 16
@@ -109,6 +147,7 @@ def test_report_files(toy_result, tmp_path):
                                                 "benchmark_throughput.png"]
     assert json.loads((tmp_path / "benchmark.json").read_text())["rows"] == json.loads(json.dumps(result["rows"]))
     md = (tmp_path / "benchmark.md").read_text()
+    assert "CPU allocator: glibc keeps freed memory while timing" in md  # --malloc keep, the default
     for name in ("baseline", "deeper", "broken", "slow"):
         assert md.count(f"| {name} |") == 3  # one row per length, one in the ratio table
     assert "error: ValueError: --toy-flag=3" in md and "error: timeout" in md

@@ -52,7 +52,8 @@ def markdown(result: dict) -> str:
         f"Size preset `{opts['size']}`, batch {opts['batch_size']}, vocabulary {opts['vocab_size']:,}, "
         f"{opts['dtype']} on {opts['device']}{' (' + meta['gpu'] + ')' if meta.get('gpu') else ''}; "
         f"median of {opts['repeats']} interleaved repeats; ratios are to `transformer_lm` in the same run.",
-        f"Machine: {meta['machine']}; torch {meta['torch']}; dense matmul {meta['matmul_gflops']:,.1f} GFLOP/s "
+        f"Machine: {meta['machine']}; torch {meta['torch']}; CPU allocator: {meta.get('allocator', 'default')}; "
+        f"dense matmul {meta['matmul_gflops']:,.1f} GFLOP/s "
         f"(the MFU denominator). Date: {meta['date']}. Command: `{meta.get('command', '')}`.",
         "",
     ]

@@ -34,6 +34,7 @@ class Options:
     generate_budget: float = 20.0  # seconds of token-by-token decoding per generation sample
     generate_repeats: int = 1  # decoding a whole sequence is long: fewer samples than ``repeats``
     memory_limit_gb: Optional[float] = None
+    keep_freed_memory: bool = False  # CPU: glibc reuses freed pages while timing (measure.freed_memory_kept)
     min_sample_seconds: float = 0.1  # short steps are repeated until a sample lasts this long
     seed: int = 1
 
@@ -121,7 +122,8 @@ class Benchmark:
         budget = self.options.generate_budget if metric == "generate" else self.options.time_budget
         start = time.perf_counter()
         try:
-            with measure.time_limit(budget + 5 if metric == "generate" else budget):
+            with measure.freed_memory_kept(self._keeps_freed_memory()), \
+                    measure.time_limit(budget + 5 if metric == "generate" else budget):
                 if metric == "generate":
                     self._sample_generate(cell, tokens, budget)
                 else:
@@ -138,6 +140,9 @@ class Benchmark:
             free_memory(self.device)
         finally:
             cell.spent[metric] += time.perf_counter() - start
+
+    def _keeps_freed_memory(self) -> bool:
+        return self.options.keep_freed_memory and self.device.type == "cpu"
 
     def _sample_step(self, cell: Cell, metric: str, tokens: torch.Tensor) -> None:
         step = (self._train_step if metric == "train" else self._infer_step)(cell.model, tokens)
@@ -238,7 +243,10 @@ class Benchmark:
                     cell.model = None
                 free_memory(self.device)
         add_derived(rows, matmul)
-        return {"meta": machine_facts(opts, matmul, time.time() - started), "rows": rows}
+        meta = machine_facts(opts, matmul, time.time() - started)
+        meta["allocator"] = ("glibc keeps freed memory while timing (--malloc keep)" if self._keeps_freed_memory()
+                             else "default")
+        return {"meta": meta, "rows": rows}
 
 
 def summary_line(row: dict) -> str:
