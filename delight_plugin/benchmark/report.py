@@ -83,18 +83,30 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def round_ratios(row: dict, baseline: dict, metric: str = "train") -> List[float]:
+    """The model's tokens/s over the baseline's, round by round (the samples of one round were
+    taken minutes apart at most); [] unless both have a sample in every round."""
+    ours, base = row.get("samples", {}).get(metric, []), baseline.get("samples", {}).get(metric, [])
+    return [a / b for a, b in zip(ours, base)] if len(ours) == len(base) >= 2 and all(base) else []
+
+
 def ratio_table(result: dict, key: str = "train_tokens_per_s") -> str:
-    """One line per model: its ratio to the baseline for ``key`` at every length."""
+    """One line per model: its ratio to the baseline for ``key`` at every length, with the range
+    of the per-round ratios when there are several rounds (how much the machine's noise moves it)."""
     lengths = sorted({r["length"] for r in result["rows"]})
     by_name: Dict[str, Dict[int, dict]] = {}
+    baselines = {r["length"]: r for r in result["rows"] if r["kind"] == "baseline"}
     for row in sorted_rows(result["rows"]):
         by_name.setdefault(row["name"], {})[row["length"]] = row
     lines = ["| model | " + " | ".join(f"{n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
     for name, per_length in by_name.items():
         cells = []
         for n in lengths:
-            ratio = per_length.get(n, {}).get("ratio", {}).get(key)
-            cells.append("-" if ratio is None else f"{ratio:.2f}x")
+            row = per_length.get(n, {})
+            ratio = row.get("ratio", {}).get(key)
+            spread = round_ratios(row, baselines.get(n, {}), key.split("_")[0]) if row.get("kind") != "baseline" else []
+            cells.append("-" if ratio is None else f"{ratio:.2f}x" + (
+                f" ({min(spread):.2f}-{max(spread):.2f})" if spread else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -157,7 +169,8 @@ def write(result: dict, output_dir: Path, stem: str = "benchmark") -> List[Path]
     json_path = output_dir / f"{stem}.json"
     json_path.write_text(json.dumps(result, indent=1, sort_keys=True))
     md_path = output_dir / f"{stem}.md"
-    md_path.write_text(markdown(result) + "\nTraining tokens/s relative to `transformer_lm`:\n\n"
+    md_path.write_text(markdown(result) + "\nTraining tokens/s relative to `transformer_lm` (median; in brackets the lowest and highest "
+                       "ratio of one round):\n\n"
                        + ratio_table(result) + "\n")
     written = [json_path, md_path]
     try:

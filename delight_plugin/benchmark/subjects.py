@@ -6,6 +6,7 @@ Our models and the baseline are built exactly as ``fairseq-train`` builds them: 
 argument parser with ``--user-dir``, the arch's named defaults, the size preset's flags and
 ``--tokens-per-sample <length>``, then ``task.build_model``.
 """
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,10 +127,14 @@ class Subject:
 
 def synthetic_dictionary(vocab_size: int, directory: Optional[Path] = None) -> Path:
     """A fairseq data directory holding only a dict.txt with ``vocab_size`` symbols in total
-    (fairseq adds bos, pad, eos and unk to the listed words)."""
-    directory = Path(directory or tempfile.mkdtemp(prefix="delight_bench_dict_"))
+    (fairseq adds bos, pad, eos and unk to the listed words). Default: one directory per size in
+    the temp dir, reused by later runs (the file is the same; written atomically, as parallel
+    test workers may write it together)."""
+    directory = Path(directory or Path(tempfile.gettempdir()) / f"delight_bench_dict_{vocab_size}")
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "dict.txt").write_text("".join(f"w{i} {10**6 - i}\n" for i in range(vocab_size - 4)))
+    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
+        f.write("".join(f"w{i} {10**6 - i}\n" for i in range(vocab_size - 4)))
+    os.replace(f.name, directory / "dict.txt")
     return directory
 
 
