@@ -3,6 +3,7 @@ product, a budget that interrupts), one broken or slow model gives error cells i
 ratios are taken against the baseline of the same run, and the command line writes the JSON, the
 markdown and the plots with a row for every registered LM architecture."""
 import json
+import re
 import subprocess
 import sys
 import time
@@ -147,9 +148,14 @@ def test_report_files(toy_result, tmp_path):
                                                 "benchmark_throughput.png"]
     assert json.loads((tmp_path / "benchmark.json").read_text())["rows"] == json.loads(json.dumps(result["rows"]))
     md = (tmp_path / "benchmark.md").read_text()
-    assert "CPU allocator: glibc keeps freed memory while timing" in md  # --malloc keep, the default
+    assert "CPU allocator: default" in md  # Options' default; the script's --malloc keep is checked below
     for name in ("baseline", "deeper", "broken", "slow"):
         assert md.count(f"| {name} |") == 3  # one row per length, one in the ratio table
+    # Two rounds: each ratio comes with the range of the two rounds' ratios, which holds the median.
+    ratio_line = next(line for line in md.splitlines() if line.startswith("| deeper |") and "x (" in line)
+    for cell in ratio_line.strip("|").split("|")[1:]:
+        median, low, high = map(float, re.fullmatch(r" ([\d.]+)x \(([\d.]+)-([\d.]+)\) ", cell).groups())
+        assert low <= median + 0.01 and median <= high + 0.01, ratio_line
     assert "error: ValueError: --toy-flag=3" in md and "error: timeout" in md
     for png in ("benchmark_memory.png", "benchmark_throughput.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -181,6 +187,7 @@ def test_command_line_smoke(tmp_path):
     names = {r["name"] for r in rows}
     assert set(plugin_lm_archs()) | {"transformer_lm"} <= names
     md = (tmp_path / "benchmark.md").read_text()
+    assert "CPU allocator: glibc keeps freed memory while timing" in md  # --malloc keep, the default
     for arch in plugin_lm_archs():
         assert f"| {arch} |" in md
     measured = {(r["name"], r["length"]): r for r in rows}
