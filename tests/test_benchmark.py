@@ -90,7 +90,7 @@ def _page_faults_of_second_allocation(mib: int = 256) -> int:
 
 
 def test_freed_memory_kept_reuses_pages_and_restores_glibc():
-    if measure._LIBC is None or not hasattr(measure._LIBC, "mallopt"):
+    if not measure.can_keep_freed_memory():
         pytest.skip("the allocator is not glibc")
     with measure.freed_memory_kept(enabled=False) as active:
         assert not active

@@ -105,6 +105,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _SETTLED = {_M_MMAP_MAX: 65536, _M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 64 * 2**20}
 
 
+def can_keep_freed_memory() -> bool:
+    """Whether :func:`freed_memory_kept` does anything here (glibc's ``mallopt`` is there)."""
+    return _LIBC is not None and hasattr(_LIBC, "mallopt")
+
+
 @contextmanager
 def freed_memory_kept(enabled: bool = True):
     """Inside, glibc keeps freed memory for reuse instead of handing it back to the kernel.
@@ -117,7 +122,7 @@ def freed_memory_kept(enabled: bool = True):
     the settings it reaches by itself after a large free, so peak-memory measurements outside
     see whole blocks mapped and unmapped. A no-op where glibc is not the allocator.
     """
-    usable = enabled and _LIBC is not None and hasattr(_LIBC, "mallopt")
+    usable = enabled and can_keep_freed_memory()
     if usable:
         _LIBC.mallopt(_M_MMAP_MAX, 0)
         _LIBC.mallopt(_M_TRIM_THRESHOLD, -1)  # SIZE_MAX inside glibc: never trim on free

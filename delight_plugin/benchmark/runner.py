@@ -142,7 +142,7 @@ class Benchmark:
             cell.spent[metric] += time.perf_counter() - start
 
     def _keeps_freed_memory(self) -> bool:
-        return self.options.keep_freed_memory and self.device.type == "cpu"
+        return self.options.keep_freed_memory and self.device.type == "cpu" and measure.can_keep_freed_memory()
 
     def _sample_step(self, cell: Cell, metric: str, tokens: torch.Tensor) -> None:
         step = (self._train_step if metric == "train" else self._infer_step)(cell.model, tokens)
