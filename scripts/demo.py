@@ -30,7 +30,8 @@ def extra_flags(arch, data: Path):
     from delight_plugin.presets import vocabulary_flags
     from delight_plugin.recipes.hyperparameters import ADAPTIVE_LOSS
 
-    vocab = 4 + sum(1 for _ in open(data / "dict.txt"))
+    with open(data / "dict.txt") as words:
+        vocab = 4 + sum(1 for _ in words)  # fairseq adds bos, pad, eos and unk
     flags = vocabulary_flags(arch, vocab)
     return flags + ADAPTIVE_LOSS if flags else []
 

@@ -38,10 +38,8 @@ def section(results_dir: Path, link_prefix: str) -> str:
         meta, opts = result["meta"], result["meta"]["options"]
         where = meta.get("gpu") or "CPU"
         lines += [f"### Speed and memory: size `{opts['size']}` on {where} ({path.name})", "",
-                  report.markdown(result), "Training tokens/s relative to `transformer_lm` (median; in brackets the lowest and highest ratio of one round):", "",
-                  report.ratio_table(result), "",
-                  "Inference tokens/s relative to `transformer_lm` (median; in brackets the lowest and highest ratio of one round):", "",
-                  report.ratio_table(result, "infer_tokens_per_s"), ""]
+                  report.markdown(result), report.ratio_caption(), "", report.ratio_table(result), "",
+                  report.ratio_caption("infer_tokens_per_s"), "", report.ratio_table(result, "infer_tokens_per_s"), ""]
         for png in ("throughput.png", "memory.png"):
             stem = path.stem
             candidate = results_dir / f"{stem}_{png}" if (results_dir / f"{stem}_{png}").exists() else results_dir / png

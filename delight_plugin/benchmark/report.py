@@ -90,6 +90,12 @@ def round_ratios(row: dict, baseline: dict, metric: str = "train") -> List[float
     return [a / b for a, b in zip(ours, base)] if len(ours) == len(base) >= 2 and all(base) else []
 
 
+def ratio_caption(key: str = "train_tokens_per_s") -> str:
+    """The line above :func:`ratio_table`'s table."""
+    what = "Training" if key.startswith("train") else "Inference"
+    return f"{what} tokens/s relative to `transformer_lm` (median; in brackets the lowest and highest ratio of one round):"
+
+
 def ratio_table(result: dict, key: str = "train_tokens_per_s") -> str:
     """One line per model: its ratio to the baseline for ``key`` at every length, with the range
     of the per-round ratios when there are several rounds (how much the machine's noise moves it)."""
@@ -169,9 +175,7 @@ def write(result: dict, output_dir: Path, stem: str = "benchmark") -> List[Path]
     json_path = output_dir / f"{stem}.json"
     json_path.write_text(json.dumps(result, indent=1, sort_keys=True))
     md_path = output_dir / f"{stem}.md"
-    md_path.write_text(markdown(result) + "\nTraining tokens/s relative to `transformer_lm` (median; in brackets the lowest and highest "
-                       "ratio of one round):\n\n"
-                       + ratio_table(result) + "\n")
+    md_path.write_text(f"{markdown(result)}\n{ratio_caption()}\n\n{ratio_table(result)}\n")
     written = [json_path, md_path]
     try:
         written += plot(result, output_dir, stem)
