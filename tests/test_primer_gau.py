@@ -11,6 +11,7 @@ from delight_plugin.modules.cache import DecodingContext
 from delight_plugin.modules.dconv import CONV_VARIANTS, CausalDepthwiseConv
 from delight_plugin.modules.gau import (ATTENTION_FNS, CausalRelativeBias, ChunkedAttention, GAUBlock,
                                         QuadAttention, laplace)
+from delight_plugin.modules.prefix_sum import exclusive_prefix_sum
 from delight_plugin.presets import non_embedding_params, preset_flags
 
 
@@ -135,6 +136,48 @@ def test_chunked_flash_matches_the_dense_formula(fn, n, group_size, with_bias):
     torch.testing.assert_close(attention(*inputs, ctx), want, rtol=0, atol=1e-10)
     stepped, _ = decode_one_by_one(attention, *inputs)
     torch.testing.assert_close(stepped, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("fn", sorted(ATTENTION_FNS))
+@pytest.mark.parametrize("n,group_size", [(13, 4), (15, 5), (64, 32), (75, 32), (40, 40)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_chunked_flash_training_gradients_match_the_dense_formula(fn, n, group_size, with_bias):
+    """Training runs group_attention's hand-written backward (halved groups from C = 32 on): every
+    input's gradient, and the relative bias's, must equal autograd's through the dense formula."""
+    bias = relative_bias_with_random_weights() if with_bias else None
+    attention = ChunkedAttention(group_size, fn, bias, dropout=0.0).train()
+    inputs = [x.requires_grad_() for x in random_qkv(n, seed=n)]
+    wanted_of = inputs + ([bias.bias.weight] if with_bias else [])
+    grad_out = torch.randn(2, n, 7, dtype=torch.float64)
+    want = dense_flash(*inputs, group_size, ATTENTION_FNS[fn], bias)
+    want_grads = torch.autograd.grad(want, wanted_of, grad_out)
+    got = attention(*inputs, DecodingContext(torch.arange(n)))
+    got_grads = torch.autograd.grad(got, wanted_of, grad_out)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    for got_grad, want_grad in zip(got_grads, want_grads):
+        torch.testing.assert_close(got_grad, want_grad, rtol=0, atol=1e-9)
+
+
+def test_chunked_flash_with_weight_dropout_takes_the_autograd_path_and_the_same_formula():
+    """Dropout on the weights is applied by the autograd implementation; with p -> 0 it must give the
+    formula's values and gradients too."""
+    attention = ChunkedAttention(32, "relu_squared", relative_bias_with_random_weights(), dropout=1e-12).train()
+    inputs = [x.requires_grad_() for x in random_qkv(75)]
+    want = dense_flash(*inputs, 32, ATTENTION_FNS["relu_squared"], attention.relative_bias)
+    got = attention(*inputs, DecodingContext(torch.arange(75)))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+    grad_out = torch.randn_like(want)
+    for got_grad, want_grad in zip(torch.autograd.grad(got, inputs, grad_out),
+                                   torch.autograd.grad(want, inputs, grad_out)):
+        torch.testing.assert_close(got_grad, want_grad, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 32, 33, 100, 1100])
+def test_exclusive_prefix_sum_matches_cumsum(rows):
+    x = torch.randn(2, rows, 3, 5, dtype=torch.float64)
+    torch.testing.assert_close(exclusive_prefix_sum(x), x.cumsum(1) - x, rtol=0, atol=1e-10)
+    torch.testing.assert_close(exclusive_prefix_sum(x, reverse=True), x.flip(1).cumsum(1).flip(1) - x,
+                               rtol=0, atol=1e-10)
 
 
 def test_chunked_decoding_accepts_pieces_that_cross_groups():

@@ -9,6 +9,8 @@ Two attentions:
   * ``QuadAttention`` (FLASH-Quad): full causal quadratic attention, keys/values cached.
   * ``ChunkedAttention`` (FLASH): exact quadratic attention inside groups of C tokens plus causal
     linear attention across groups through an exclusive cumulative sum of per-group k^T v. O(n C).
+    Whole sequences go through ``group_attention`` (its own backward; group_attention.py) unless
+    the weights get dropout; decoding and the dropout case use the autograd code here.
 
 Scale (fixed per layer, never the sequence length, so a prefix's outputs do not depend on what
 follows, unlike the reference's 1/n): logits are q.k / C in chunked mode (the linear part is
@@ -25,20 +27,15 @@ from torch import Tensor, nn
 
 from .attention import causal_mask
 from .cache import CachedModule, DecodingContext
+from .group_attention import group_attention, laplace
 from .positions import RotaryEmbedding
 
 GAU_MODES = ("quad", "chunked")
 
-_LAPLACE_MU, _LAPLACE_SIGMA = math.sqrt(0.5), math.sqrt(1.0 / (4.0 * math.pi))
 
 
 def relu_squared(x: Tensor) -> Tensor:
     return F.relu(x).square()
-
-
-def laplace(x: Tensor) -> Tensor:
-    """Mega's Laplace attention function: a bounded, smooth stand-in for relu^2."""
-    return 0.5 * (1.0 + torch.erf((x - _LAPLACE_MU) / (_LAPLACE_SIGMA * math.sqrt(2.0))))
 
 
 ATTENTION_FNS: Dict[str, Callable[[Tensor], Tensor]] = {"relu_squared": relu_squared, "laplace": laplace}
@@ -114,7 +111,8 @@ class ChunkedAttention(CachedModule):
                  dropout: float):
         super().__init__()
         self.group_size, self.scale = group_size, 1.0 / group_size
-        self.attention_fn, self.relative_bias, self.dropout = ATTENTION_FNS[attention_fn], relative_bias, dropout
+        self.attention_fn_name, self.attention_fn = attention_fn, ATTENTION_FNS[attention_fn]
+        self.relative_bias, self.dropout = relative_bias, dropout
 
     def forward(self, quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                 ctx: DecodingContext) -> Tensor:
@@ -127,15 +125,22 @@ class ChunkedAttention(CachedModule):
 
     def parallel(self, quad_q, quad_k, lin_q, lin_k, v) -> Tensor:
         """All groups at once. Inputs [B, n, *]; n is padded at the end to a multiple of C, which is
-        safe: padded keys come after every real query of the last group and later groups are all padding."""
+        safe: padded keys come after every real query of the last group and later groups are all padding.
+        Without dropout on the weights this is ``group_attention`` (same formula, own backward)."""
         bsz, seq_len, _ = v.shape
         size = self.group_size
         pad = (-seq_len) % size
         groups = (seq_len + pad) // size
+        offsets = torch.arange(size, device=v.device)
+        if not (self.training and self.dropout > 0):
+            grouped = [(F.pad(t, (0, 0, 0, pad)) if pad else t).reshape(bsz * groups, size, t.size(-1))
+                       for t in (quad_q, quad_k, lin_q, lin_k, v)]
+            out = group_attention(*grouped, self.local_bias(offsets, offsets), groups, self.scale,
+                                  self.attention_fn_name)
+            return out.view(bsz, groups * size, -1)[:, :seq_len]
         quad_q, quad_k, lin_q, lin_k, v = (
             (F.pad(t, (0, 0, 0, pad)) if pad else t).reshape(bsz, groups, size, t.size(-1))
             for t in (quad_q, quad_k, lin_q, lin_k, v))
-        offsets = torch.arange(size, device=v.device)
         local = masked_attention(quad_q, quad_k, v, self.scale, self.attention_fn, causal_mask(size, size, v.device),
                                  self.local_bias(offsets, offsets), self.dropout, self.training)
         group_kv = torch.matmul(lin_k.transpose(-1, -2), v)  # [B, G, s, e]

@@ -1,0 +1,112 @@
+"""FLASH's mixed chunk attention for whole sequences, as one autograd Function with its own backward.
+
+Inputs are grouped [N, C, *] (N = batch x groups, G groups per sequence). For a query i of a group:
+
+    out_i = sum_{j <= i in its group} f(scale q_i . k_j + bias_ij) v_j + scale lin_q_i . sum_{earlier groups} lin_k^T v
+
+with f = relu^2 or Mega's Laplace function. The same formula through autograd (``gau.masked_attention``
+plus a cumulative sum) is the reference the tests compare against; this version is faster on long
+sequences because:
+  * the first half of a group's queries only sees the first half of its keys, so a group is two
+    products (C/2 x C/2 and C/2 x C) and the all-zero quarter of the weights is never formed;
+  * the backward accumulates each gradient in place (both halves and the linear part into one dv),
+    where autograd would allocate, zero-fill and add a tensor per use;
+  * relu^2 keeps only relu(logits) for the backward (the weights are its square, the derivative twice it).
+"""
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .prefix_sum import exclusive_prefix_sum
+
+_LAPLACE_MU, _LAPLACE_SIGMA = math.sqrt(0.5), math.sqrt(1.0 / (4.0 * math.pi))
+
+
+def laplace(x: Tensor) -> Tensor:
+    """Mega's Laplace attention function: a bounded, smooth stand-in for relu^2."""
+    return 0.5 * (1.0 + torch.erf((x - _LAPLACE_MU) / (_LAPLACE_SIGMA * math.sqrt(2.0))))
+
+
+def laplace_derivative(x: Tensor) -> Tensor:
+    return torch.exp(-0.5 * ((x - _LAPLACE_MU) / _LAPLACE_SIGMA) ** 2) / (_LAPLACE_SIGMA * math.sqrt(2.0 * math.pi))
+
+
+def group_parts(size: int) -> List[Tuple[slice, slice]]:
+    """(queries, keys) blocks of a causal group: halves for an even size of 32 or more."""
+    if size % 2 or size < 32:
+        return [(slice(0, size), slice(0, size))]
+    half = size // 2
+    return [(slice(0, half), slice(0, half)), (slice(half, size), slice(0, size))]
+
+
+def _causal(num_queries: int, num_keys: int, device) -> Tensor:
+    """[Tq, Tk] bool: the Tq queries are the last Tq of the Tk positions."""
+    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(num_keys - num_queries)
+
+
+class GroupAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Optional[Tensor],
+                groups: int, scale: float, relu_squared: bool) -> Tensor:
+        num, size, width = v.shape
+        group_kv = torch.bmm(lin_k.transpose(1, 2), v).view(-1, groups, lin_k.size(-1), width)
+        earlier_kv = exclusive_prefix_sum(group_kv).mul_(scale).view(num, -1, width)
+        out = torch.bmm(lin_q, earlier_kv)
+        scaled_q = q * scale
+        saved = []
+        for queries, keys in group_parts(size):
+            logits = torch.bmm(scaled_q[:, queries], k[:, keys].transpose(1, 2))
+            if bias is not None:
+                logits += bias[queries, keys]
+            hidden = ~_causal(logits.size(1), logits.size(2), v.device)
+            if relu_squared:
+                root = logits.relu_().masked_fill_(hidden, 0.0)
+                weights = root * root
+                saved.append(root)
+            else:
+                weights = laplace(logits).masked_fill_(hidden, 0.0)
+                saved.append(logits)
+            out[:, queries].baddbmm_(weights, v[:, keys])
+        ctx.save_for_backward(q, k, lin_q, lin_k, v, earlier_kv, *saved)
+        ctx.groups, ctx.scale, ctx.relu_squared, ctx.has_bias = groups, scale, relu_squared, bias is not None
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        q, k, lin_q, lin_k, v, earlier_kv, *saved = ctx.saved_tensors
+        num, size, width = v.shape
+        grad = grad.contiguous()
+        # Across groups: out += lin_q earlier_kv, earlier_kv = scale * exclusive cumsum of lin_k^T v.
+        grad_earlier = torch.bmm(lin_q.transpose(1, 2), grad).view(-1, ctx.groups, lin_q.size(-1), width)
+        grad_group_kv = exclusive_prefix_sum(grad_earlier, reverse=True).mul_(ctx.scale).view(num, -1, width)
+        grad_lin_q = torch.bmm(grad, earlier_kv.transpose(1, 2))
+        grad_lin_k = torch.bmm(v, grad_group_kv.transpose(1, 2))
+        grad_v = torch.bmm(lin_k, grad_group_kv)
+        # Within groups.
+        grad_q, grad_k = torch.zeros_like(q), torch.zeros_like(k)
+        grad_bias = q.new_zeros(size, size) if ctx.has_bias else None
+        for (queries, keys), kept in zip(group_parts(size), saved):
+            grad_weights = torch.bmm(grad[:, queries], v[:, keys].transpose(1, 2))
+            if ctx.relu_squared:
+                weights = kept * kept
+                grad_logits = grad_weights.mul_(kept).mul_(2.0)  # kept is 0 where masked
+            else:
+                hidden = ~_causal(kept.size(1), kept.size(2), v.device)
+                weights = laplace(kept).masked_fill_(hidden, 0.0)
+                grad_logits = grad_weights.mul_(laplace_derivative(kept)).masked_fill_(hidden, 0.0)
+            grad_v[:, keys].baddbmm_(weights.transpose(1, 2), grad[:, queries])
+            grad_q[:, queries].baddbmm_(grad_logits, k[:, keys])
+            grad_k[:, keys].baddbmm_(grad_logits.transpose(1, 2), q[:, queries])
+            if grad_bias is not None:
+                grad_bias[queries, keys] += grad_logits.sum(0)
+        return grad_q.mul_(ctx.scale), grad_k.mul_(ctx.scale), grad_lin_q, grad_lin_k, grad_v, grad_bias, None, None, None
+
+
+def group_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Optional[Tensor],
+                    groups: int, scale: float, attention_fn: str) -> Tensor:
+    """The module docstring's formula; attention_fn is "relu_squared" or "laplace"."""
+    return GroupAttentionFunction.apply(q, k, lin_q, lin_k, v, bias, groups, scale, attention_fn == "relu_squared")
