@@ -57,6 +57,26 @@ def toy_result():
     return Benchmark(subjects, options, log=lambda s: None).run()
 
 
+def test_each_timed_sample_follows_an_untimed_step():
+    """Samples time steady-state steps, as in training: each begins with one untimed step (with
+    --malloc keep the heap then holds the step's memory). When one step fills a sample, every
+    further round therefore costs two training steps."""
+    def training_steps(repeats):
+        calls = []
+
+        class Counted(Measured):
+            def training_loss(self, tokens):
+                calls.append(1)
+                return super().training_loss(tokens)
+        options = Options(size="tiny", lengths=[8], repeats=repeats, vocab_size=VOCAB, time_budget=6.0,
+                          generate_budget=0.1, min_sample_seconds=0.0)
+        subject = Subject("baseline", "baseline", lambda length: Counted(BagOfWordsLM(), VOCAB))
+        Benchmark([subject], options, log=lambda s: None).run()
+        return len(calls)
+
+    assert training_steps(3) - training_steps(1) == 4
+
+
 def test_peak_memory_sees_a_known_allocation():
     cpu = torch.device("cpu")
     if not measure.cpu_peak_supported():

@@ -150,6 +150,9 @@ class Benchmark:
             once = measure.seconds_per_call(step, self.device)
             cell.iterations[metric] = max(1, min(50, math.ceil(self.options.min_sample_seconds / max(once, 1e-6))))
             return self._sample_step(cell, metric, tokens)
+        # One untimed step first: the timed ones then find this step's memory in the heap (with
+        # --malloc keep) and its weights in cache, as every step after the first does in training.
+        step()
         seconds = measure.seconds_per_call(step, self.device, cell.iterations[metric])
         cell.samples[metric].append(tokens.size(0) * (tokens.size(1) - 1) / seconds)
 
