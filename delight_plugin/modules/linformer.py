@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .attention import CausalSelfAttention
 from .cache import DecodingContext
+from .prefix_sum import exclusive_prefix_sum
 
 PROJECTION_METHODS = ("learnable", "convolution", "no-params")
 
@@ -54,18 +55,20 @@ def prefix_compressed_attention(
         scale = F.pad(scale, (0, 0, 0, pad), value=1.0)
         visible = None if visible is None else F.pad(visible, (0, 0, 0, pad), value=True)
     q, k, v = (t.view(bsz, heads, chunks, chunk, dim) for t in (q, k, v))
-    e, f = (w.view(-1, slots, chunks, chunk).transpose(1, 2) for w in (e, f))  # [H|1, C, S, c]
+    # [B, H, C, S, c], materialised once: each product below would otherwise expand shared weights again.
+    e, f = (w.view(-1, slots, chunks, chunk).transpose(1, 2).expand(bsz, heads, -1, -1, -1).contiguous()
+            for w in (e, f))
 
     key_sums = e @ k  # [B, H, C, S, D]: each chunk's contribution to K~
     value_sums = f @ v
-    key_before = key_sums.cumsum(2) - key_sums  # exclusive cumsum over chunks (no padded copy)
-    value_before = value_sums.cumsum(2) - value_sums
+    key_before = exclusive_prefix_sum(key_sums.flatten(0, 1)).view(key_sums.shape)  # over chunks
+    value_before = exclusive_prefix_sum(value_sums.flatten(0, 1)).view(value_sums.shape)
     if state is not None:
         key_before = key_before + state[0].unsqueeze(2)
         value_before = value_before + state[1].unsqueeze(2)
 
     own_chunk = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    local = (q @ k.transpose(-1, -2)).masked_fill(~own_chunk, 0.0)  # [B, H, C, c, c]
+    local = (q @ k.transpose(-1, -2)).masked_fill_(~own_chunk, 0.0)  # [B, H, C, c, c]
     scores = q @ key_before.transpose(-1, -2) + local @ e.transpose(-1, -2)  # [B, H, C, c, S]
     scale = scale.view(chunks, chunk, -1)
     scores = scores * (scale / math.sqrt(dim))
@@ -73,7 +76,7 @@ def prefix_compressed_attention(
         scores = scores.masked_fill(~visible.view(chunks, chunk, slots), float("-inf"))
     weights = scores.softmax(dim=-1)
     read = F.dropout(weights, dropout) * scale if dropout else weights * scale
-    mixing = (read @ f).masked_fill(~own_chunk, 0.0)  # [B, H, C, c, c]: weight of v_s in out_i
+    mixing = (read @ f).masked_fill_(~own_chunk, 0.0)  # [B, H, C, c, c]: weight of v_s in out_i
     out = read @ value_before + mixing @ v
 
     key_state, value_state = key_sums.sum(2), value_sums.sum(2)

@@ -16,7 +16,7 @@ def _strict_triangle(size: int, reverse: bool, like: Tensor) -> Tensor:
     return ones.triu(1) if reverse else ones.tril(-1)
 
 
-def exclusive_prefix_sum(x: Tensor, reverse: bool = False, block: int = 32) -> Tensor:
+def exclusive_prefix_sum(x: Tensor, reverse: bool = False, block: int = 64) -> Tensor:
     """y[:, g] = sum of x[:, h] over h < g (over h > g with ``reverse``), for x [B, G, ...]."""
     shape = x.shape
     x = x.reshape(shape[0], shape[1], -1)
