@@ -129,6 +129,9 @@ def test_freed_memory_kept_reuses_pages_and_restores_glibc():
 def test_count_macs_of_a_known_product():
     layer = nn.Linear(32, 16)
     assert measure.count_macs(lambda: layer(torch.randn(1, 10, 32))) == 10 * 32 * 16
+    # FLASH's group_attention accumulates in place; torch's counter alone would see 0 MACs here.
+    out = torch.zeros(4, 8, 32)
+    assert measure.count_macs(lambda: out.baddbmm_(torch.randn(4, 8, 16), torch.randn(4, 16, 32))) == 4 * 8 * 16 * 32
 
 
 def test_time_limit_interrupts_a_long_run():

@@ -23,7 +23,7 @@ PEER_PACKAGES: Dict[str, Tuple[str, str]] = {
 
 PEER_NOTES = {
     "x_transformers": "plain pre-norm decoder, fused SDPA, GELU FFN (strong plain baseline)",
-    "flash_pytorch": "FLASHTransformer, causal, 2L GAU layers, group 256",
+    "flash_pytorch": "FLASHTransformer, causal, 2L GAU layers, group 256, s as gau_lm_flash",
     "hourglass_pytorch": "HourglassTransformerLM, depth (a, L-2a, a), shorten factor 2, no attention resampling",
     "linformer": "lucidrains LinformerLM, k=min(256, T/4); NOT causal: speed and memory only",
     "linformer_pytorch": "tatp22 LinformerLM causal=True, k=min(256, T/4); leaks the future: speed and memory only",
@@ -41,9 +41,9 @@ def _x_transformers(shape, vocab, length):
 def _flash_pytorch(shape, vocab, length):
     from flash_pytorch import FLASHTransformer
 
-    # Two GAUs replace one attention + FFN layer.
+    # Two GAUs replace one attention + FFN layer; s as in our gau_lm_flash preset.
     return FLASHTransformer(num_tokens=vocab, dim=shape["dim"], depth=2 * shape["layers"], causal=True,
-                            group_size=256, query_key_dim=min(128, shape["dim"]), expansion_factor=2)
+                            group_size=256, query_key_dim=shape["qk_dim"], expansion_factor=2)
 
 
 def _hourglass_pytorch(shape, vocab, length):

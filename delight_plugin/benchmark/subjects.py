@@ -177,11 +177,14 @@ def fairseq_subjects(archs: List[str], size: str, vocab_size: int, device: torch
 
 
 def baseline_shape(size: str, vocab_size: int) -> dict:
-    """Width, depth, heads and FFN width of the baseline at ``size`` (the peers copy them)."""
+    """Width, depth, heads and FFN width of the baseline at ``size`` (the peers copy them), and
+    the query/key width s of our FLASH preset at that size (flash-pytorch runs the same config)."""
     from ..presets import BASELINE_ARCH, preset_flags
 
     model, _ = build_fairseq_lm(BASELINE_ARCH, preset_flags(BASELINE_ARCH, size), 8,
                                 synthetic_dictionary(vocab_size))
     layer = model.decoder.layers[0]
+    flash_flags = preset_flags("gau_lm_flash", size)
     return {"dim": model.decoder.embed_dim, "layers": len(model.decoder.layers),
-            "heads": layer.self_attn.num_heads, "ffn": layer.fc1.out_features}
+            "heads": layer.self_attn.num_heads, "ffn": layer.fc1.out_features,
+            "qk_dim": int(flash_flags[flash_flags.index("--gau-qk-dim") + 1])}

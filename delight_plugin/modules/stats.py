@@ -17,8 +17,14 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-# torch counts the CUDA attention kernels but not the CPU one.
-_EXTRA_FLOP_RULES = {}
+def _baddbmm_flops(input_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    batch, rows, inner = a_shape
+    return 2 * batch * rows * inner * b_shape[-1]
+
+
+# torch counts the CUDA attention kernels but not the CPU one, and baddbmm but not its in-place
+# form (FLASH's group_attention accumulates into its output with it).
+_EXTRA_FLOP_RULES = {torch.ops.aten.baddbmm_: _baddbmm_flops}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FLOP_RULES[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
 
