@@ -225,7 +225,7 @@ class GAUBlock(CachedModule):
             self.set_cache(ctx.incremental_state, {"shift_history": history})
         hidden = self.activation_dropout(F.silu(self.hidden_proj(h)))
         u, v, z = hidden.split([self.expansion_dim, self.expansion_dim, self.qk_dim], dim=-1)
-        qk = z.unsqueeze(1) * self.qk_scale[:, None] + self.qk_offset[:, None]  # [B, num_qk, T, s]
+        qk = torch.addcmul(self.qk_offset[:, None], z.unsqueeze(1), self.qk_scale[:, None])  # [B, num_qk, T, s]
         if self.rotary is not None:
             qk = self.rotary(qk, ctx.positions)
         attended = self.attention(*qk.unbind(1), v, ctx)  # quad: (q, k, v); chunked: (q, k, lin_q, lin_k, v)

@@ -66,14 +66,16 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def cos_sin(self, positions: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        """cos and sin [T, dim] of each pair's angle; the sin of the first half negated, so that
+        rotate(x) = x * cos + swap_halves(x) * sin."""
         angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
-        angles = torch.cat([angles, angles], dim=-1)
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` of shape [..., T, C] (C >= dim) by the angles of ``positions`` [T]."""
         cos, sin = self.cos_sin(positions, x.dtype)
         rot, rest = x[..., : self.dim], x[..., self.dim :]
         x1, x2 = rot.chunk(2, dim=-1)
-        rotated = rot * cos + torch.cat([-x2, x1], dim=-1) * sin
+        rotated = torch.addcmul(rot * cos, torch.cat([x2, x1], dim=-1), sin)
         return torch.cat([rotated, rest], dim=-1) if rest.size(-1) else rotated
