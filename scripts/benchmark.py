@@ -45,6 +45,9 @@ def parse_args(argv=None):
                    help="CPU only: keep (default) makes glibc reuse freed memory across steps instead of "
                         "unmapping every block over 32 MiB and faulting it in again on the next step; default "
                         "leaves glibc as it is. The same setting applies to every model of the run")
+    p.add_argument("--warmup-rounds", type=int, default=1,
+                   help="untimed rounds of training and inference samples before the timed ones (default 1): "
+                        "a run's first samples are slower than the rest")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--stem", default="benchmark", help="file name stem of the JSON and markdown")
     return p.parse_args(argv)
@@ -77,7 +80,8 @@ def main(argv=None):
     options = Options(size=args.size, lengths=args.lengths, batch_size=args.batch_size, repeats=args.repeats,
                       device=args.device, dtype=args.dtype, vocab_size=args.vocab_size, time_budget=args.time_budget,
                       generate_budget=args.generate_budget, generate_repeats=args.generate_repeats,
-                      memory_limit_gb=args.memory_limit_gb or None, keep_freed_memory=args.malloc == "keep")
+                      memory_limit_gb=args.memory_limit_gb or None, keep_freed_memory=args.malloc == "keep",
+                      warmup_rounds=args.warmup_rounds)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device = torch.device(args.device)
 

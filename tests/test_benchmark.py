@@ -57,11 +57,12 @@ def toy_result():
     return Benchmark(subjects, options, log=lambda s: None).run()
 
 
-def test_each_timed_sample_follows_an_untimed_step():
+def test_each_timed_sample_follows_an_untimed_step_and_warm_up_rounds_are_not_kept():
     """Samples time steady-state steps, as in training: each begins with one untimed step (with
     --malloc keep the heap then holds the step's memory). When one step fills a sample, every
-    further round therefore costs two training steps."""
-    def training_steps(repeats):
+    further round therefore costs two training steps; a warm-up round costs a sample's steps and
+    leaves no sample behind."""
+    def run(repeats, warmup_rounds):
         calls = []
 
         class Counted(Measured):
@@ -69,12 +70,15 @@ def test_each_timed_sample_follows_an_untimed_step():
                 calls.append(1)
                 return super().training_loss(tokens)
         options = Options(size="tiny", lengths=[8], repeats=repeats, vocab_size=VOCAB, time_budget=6.0,
-                          generate_budget=0.1, min_sample_seconds=0.0)
+                          generate_budget=0.1, min_sample_seconds=0.0, warmup_rounds=warmup_rounds)
         subject = Subject("baseline", "baseline", lambda length: Counted(BagOfWordsLM(), VOCAB))
-        Benchmark([subject], options, log=lambda s: None).run()
-        return len(calls)
+        row = Benchmark([subject], options, log=lambda s: None).run()["rows"][0]
+        return len(calls), len(row["samples"]["train"]), len(row["samples"]["infer"])
 
-    assert training_steps(3) - training_steps(1) == 4
+    assert run(3, 0)[0] - run(1, 0)[0] == 4
+    steps, train_samples, infer_samples = run(2, 1)
+    assert (train_samples, infer_samples) == (2, 2)
+    assert steps - run(2, 0)[0] == 2
 
 
 def test_peak_memory_sees_a_known_allocation():

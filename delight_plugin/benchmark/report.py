@@ -45,13 +45,19 @@ def sorted_rows(rows: List[dict]) -> List[dict]:
     return sorted(rows, key=lambda r: (r["length"], KIND_ORDER.get(r["kind"], 3), r["name"]))
 
 
+def _warmup_note(opts: dict) -> str:
+    rounds = opts.get("warmup_rounds", 0)  # results written before warm-up rounds existed have none
+    return f" after {rounds} untimed warm-up round{'s' if rounds > 1 else ''}" if rounds else ""
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     opts = meta["options"]
     lines = [
         f"Size preset `{opts['size']}`, batch {opts['batch_size']}, vocabulary {opts['vocab_size']:,}, "
         f"{opts['dtype']} on {opts['device']}{' (' + meta['gpu'] + ')' if meta.get('gpu') else ''}; "
-        f"median of {opts['repeats']} interleaved repeats; ratios are to `transformer_lm` in the same run.",
+        f"median of {opts['repeats']} interleaved repeats{_warmup_note(opts)}; ratios are to `transformer_lm` in "
+        f"the same run.",
         f"Machine: {meta['machine']}; torch {meta['torch']}; CPU allocator: {meta.get('allocator', 'default')}; "
         f"dense matmul {meta['matmul_gflops']:,.1f} GFLOP/s "
         f"(the MFU denominator). Date: {meta['date']}. Command: `{meta.get('command', '')}`.",

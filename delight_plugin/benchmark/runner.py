@@ -36,6 +36,7 @@ class Options:
     memory_limit_gb: Optional[float] = None
     keep_freed_memory: bool = False  # CPU: glibc reuses freed pages while timing (measure.freed_memory_kept)
     min_sample_seconds: float = 0.1  # short steps are repeated until a sample lasts this long
+    warmup_rounds: int = 1  # untimed rounds first: a run's first samples are slow (fresh pages, caches)
     seed: int = 1
 
 
@@ -229,16 +230,18 @@ class Benchmark:
                     self.log(f"[{length}] building {subject.name}")
                     cells.append(self._build(subject, length, tokens))
                 live = [c for c in cells if c.model is not None]
-                for round_index in range(opts.repeats):
+                for round_index in range(-opts.warmup_rounds, opts.repeats):  # negative: warm-up, not kept
                     order = live[round_index % max(1, len(live)):] + live[:round_index % max(1, len(live))]
                     for cell in order:
                         for metric in TIMED:
-                            if metric == "generate" and round_index >= opts.generate_repeats:
+                            if metric == "generate" and not 0 <= round_index < opts.generate_repeats:
                                 continue
                             if metric not in cell.errors and not cell.errors.get(metric + "_note"):
                                 self._sample(cell, metric, tokens)
-                    self.log(f"[{length}] round {round_index + 1}/{opts.repeats} done "
-                             f"({time.time() - started:.0f}s elapsed)")
+                                if round_index < 0:
+                                    cell.samples[metric].clear()
+                    done = "warm-up round" if round_index < 0 else f"round {round_index + 1}/{opts.repeats}"
+                    self.log(f"[{length}] {done} done ({time.time() - started:.0f}s elapsed)")
                 for cell in cells:
                     row = cell.result()
                     rows.append(row)
