@@ -139,7 +139,7 @@ def test_chunked_flash_matches_the_dense_formula(fn, n, group_size, with_bias):
 
 
 @pytest.mark.parametrize("fn", sorted(ATTENTION_FNS))
-@pytest.mark.parametrize("n,group_size", [(13, 4), (15, 5), (64, 32), (75, 32), (40, 40)])
+@pytest.mark.parametrize("n,group_size", [(13, 4), (15, 5), (64, 32), (75, 32), (40, 40), (290, 4)])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_chunked_flash_training_gradients_match_the_dense_formula(fn, n, group_size, with_bias):
     """Training runs group_attention's hand-written backward (halved groups from C = 32 on): every

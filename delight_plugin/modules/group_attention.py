@@ -53,7 +53,7 @@ class GroupAttentionFunction(torch.autograd.Function):
                 groups: int, scale: float, relu_squared: bool) -> Tensor:
         num, size, width = v.shape
         group_kv = torch.bmm(lin_k.transpose(1, 2), v).view(-1, groups, lin_k.size(-1), width)
-        earlier_kv = exclusive_prefix_sum(group_kv).mul_(scale).view(num, -1, width)
+        earlier_kv = exclusive_prefix_sum(group_kv).mul_(scale).reshape(num, -1, width)
         out = torch.bmm(lin_q, earlier_kv)
         scaled_q = q * scale
         saved = []
@@ -82,7 +82,7 @@ class GroupAttentionFunction(torch.autograd.Function):
         grad = grad.contiguous()
         # Across groups: out += lin_q earlier_kv, earlier_kv = scale * exclusive cumsum of lin_k^T v.
         grad_earlier = torch.bmm(lin_q.transpose(1, 2), grad).view(-1, ctx.groups, lin_q.size(-1), width)
-        grad_group_kv = exclusive_prefix_sum(grad_earlier, reverse=True).mul_(ctx.scale).view(num, -1, width)
+        grad_group_kv = exclusive_prefix_sum(grad_earlier, reverse=True).mul_(ctx.scale).reshape(num, -1, width)
         grad_lin_q = torch.bmm(grad, earlier_kv.transpose(1, 2))
         grad_lin_k = torch.bmm(v, grad_group_kv.transpose(1, 2))
         grad_v = torch.bmm(lin_k, grad_group_kv)
