@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import harness
+from delight_plugin.modules import gau as gau_module
 from delight_plugin.modules.cache import DecodingContext
 from delight_plugin.modules.dconv import CONV_VARIANTS, CausalDepthwiseConv
 from delight_plugin.modules.gau import (ATTENTION_FNS, CausalRelativeBias, ChunkedAttention, GAUBlock,
@@ -139,11 +140,12 @@ def test_chunked_flash_matches_the_dense_formula(fn, n, group_size, with_bias):
 
 
 @pytest.mark.parametrize("fn", sorted(ATTENTION_FNS))
-@pytest.mark.parametrize("n,group_size", [(13, 4), (15, 5), (64, 32), (75, 32), (40, 40), (290, 4)])
+@pytest.mark.parametrize("n,group_size", [(7, 1), (13, 4), (15, 5), (64, 32), (75, 32), (40, 40), (290, 4)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_chunked_flash_training_gradients_match_the_dense_formula(fn, n, group_size, with_bias):
+def test_chunked_flash_training_gradients_match_the_dense_formula(fn, n, group_size, with_bias, monkeypatch):
     """Training runs group_attention's hand-written backward (halved groups from C = 32 on): every
     input's gradient, and the relative bias's, must equal autograd's through the dense formula."""
+    calls = spy_on_group_attention(monkeypatch)
     bias = relative_bias_with_random_weights() if with_bias else None
     attention = ChunkedAttention(group_size, fn, bias, dropout=0.0).train()
     inputs = [x.requires_grad_() for x in random_qkv(n, seed=n)]
@@ -153,18 +155,32 @@ def test_chunked_flash_training_gradients_match_the_dense_formula(fn, n, group_s
     want_grads = torch.autograd.grad(want, wanted_of, grad_out)
     got = attention(*inputs, DecodingContext(torch.arange(n)))
     got_grads = torch.autograd.grad(got, wanted_of, grad_out)
+    assert calls == [-(-n // group_size)]
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
     for got_grad, want_grad in zip(got_grads, want_grads):
         torch.testing.assert_close(got_grad, want_grad, rtol=0, atol=1e-9)
 
 
-def test_chunked_flash_with_weight_dropout_takes_the_autograd_path_and_the_same_formula():
+def spy_on_group_attention(monkeypatch):
+    """A list that gets one entry per call ChunkedAttention makes to group_attention."""
+    calls, real = [], gau_module.group_attention
+
+    def spy(*args):
+        calls.append(args[-3])  # the number of groups per sequence
+        return real(*args)
+    monkeypatch.setattr(gau_module, "group_attention", spy)
+    return calls
+
+
+def test_chunked_flash_with_weight_dropout_takes_the_autograd_path_and_the_same_formula(monkeypatch):
     """Dropout on the weights is applied by the autograd implementation; with p -> 0 it must give the
     formula's values and gradients too."""
+    calls = spy_on_group_attention(monkeypatch)
     attention = ChunkedAttention(32, "relu_squared", relative_bias_with_random_weights(), dropout=1e-12).train()
     inputs = [x.requires_grad_() for x in random_qkv(75)]
     want = dense_flash(*inputs, 32, ATTENTION_FNS["relu_squared"], attention.relative_bias)
     got = attention(*inputs, DecodingContext(torch.arange(75)))
+    assert calls == []
     torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
     grad_out = torch.randn_like(want)
     for got_grad, want_grad in zip(torch.autograd.grad(got, inputs, grad_out),

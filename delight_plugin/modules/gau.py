@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from .attention import causal_mask
 from .cache import CachedModule, DecodingContext
 from .group_attention import group_attention, laplace
+from .prefix_sum import exclusive_prefix_sum
 from .positions import RotaryEmbedding
 
 GAU_MODES = ("quad", "chunked")
-
 
 
 def relu_squared(x: Tensor) -> Tensor:
@@ -144,7 +144,7 @@ class ChunkedAttention(CachedModule):
         local = masked_attention(quad_q, quad_k, v, self.scale, self.attention_fn, causal_mask(size, size, v.device),
                                  self.local_bias(offsets, offsets), self.dropout, self.training)
         group_kv = torch.matmul(lin_k.transpose(-1, -2), v)  # [B, G, s, e]
-        earlier_kv = torch.cat([torch.zeros_like(group_kv[:, :1]), group_kv[:, :-1].cumsum(dim=1)], dim=1)
+        earlier_kv = exclusive_prefix_sum(group_kv)
         out = torch.baddbmm(local.flatten(0, 1), lin_q.flatten(0, 1), earlier_kv.flatten(0, 1), alpha=self.scale)
         return out.reshape(bsz, groups * size, -1)[:, :seq_len]
 

@@ -4,9 +4,9 @@ Inputs are grouped [N, C, *] (N = batch x groups, G groups per sequence). For a 
 
     out_i = sum_{j <= i in its group} f(scale q_i . k_j + bias_ij) v_j + scale lin_q_i . sum_{earlier groups} lin_k^T v
 
-with f = relu^2 or Mega's Laplace function. The same formula through autograd (``gau.masked_attention``
-plus a cumulative sum) is the reference the tests compare against; this version is faster on long
-sequences because:
+with f = relu^2 or Mega's Laplace function. ``ChunkedAttention`` computes the same formula through
+autograd when the weights get dropout; the tests compare both with autograd through one dense masked
+matrix. This version is faster on long sequences because:
   * the first half of a group's queries only sees the first half of its keys, so a group is two
     products (C/2 x C/2 and C/2 x C) and the all-zero quarter of the weights is never formed;
   * the backward accumulates each gradient in place (both halves and the linear part into one dv),
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .attention import causal_mask
 from .prefix_sum import exclusive_prefix_sum
 
 _LAPLACE_MU, _LAPLACE_SIGMA = math.sqrt(0.5), math.sqrt(1.0 / (4.0 * math.pi))
@@ -42,9 +43,11 @@ def group_parts(size: int) -> List[Tuple[slice, slice]]:
     return [(slice(0, half), slice(0, half)), (slice(half, size), slice(0, size))]
 
 
-def _causal(num_queries: int, num_keys: int, device) -> Tensor:
-    """[Tq, Tk] bool: the Tq queries are the last Tq of the Tk positions."""
-    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(num_keys - num_queries)
+def _hide_future(x: Tensor) -> Tensor:
+    """Zero x [N, Tq, Tk] in place where a key comes after its query (the Tq queries are the last Tq
+    of the Tk positions)."""
+    visible = causal_mask(x.size(1), x.size(2), x.device)
+    return x if visible is None else x.masked_fill_(~visible, 0.0)
 
 
 class GroupAttentionFunction(torch.autograd.Function):
@@ -61,13 +64,12 @@ class GroupAttentionFunction(torch.autograd.Function):
             logits = torch.bmm(scaled_q[:, queries], k[:, keys].transpose(1, 2))
             if bias is not None:
                 logits += bias[queries, keys]
-            hidden = ~_causal(logits.size(1), logits.size(2), v.device)
             if relu_squared:
-                root = logits.relu_().masked_fill_(hidden, 0.0)
+                root = _hide_future(logits.relu_())
                 weights = root * root
                 saved.append(root)
             else:
-                weights = laplace(logits).masked_fill_(hidden, 0.0)
+                weights = _hide_future(laplace(logits))
                 saved.append(logits)
             out[:, queries].baddbmm_(weights, v[:, keys])
         ctx.save_for_backward(q, k, lin_q, lin_k, v, earlier_kv, *saved)
@@ -95,9 +97,8 @@ class GroupAttentionFunction(torch.autograd.Function):
                 weights = kept * kept
                 grad_logits = grad_weights.mul_(kept).mul_(2.0)  # kept is 0 where masked
             else:
-                hidden = ~_causal(kept.size(1), kept.size(2), v.device)
-                weights = laplace(kept).masked_fill_(hidden, 0.0)
-                grad_logits = grad_weights.mul_(laplace_derivative(kept)).masked_fill_(hidden, 0.0)
+                weights = _hide_future(laplace(kept))
+                grad_logits = _hide_future(grad_weights.mul_(laplace_derivative(kept)))
             grad_v[:, keys].baddbmm_(weights.transpose(1, 2), grad[:, queries])
             grad_q[:, queries].baddbmm_(grad_logits, k[:, keys])
             grad_k[:, keys].baddbmm_(grad_logits.transpose(1, 2), q[:, queries])
