@@ -9,8 +9,10 @@ autograd when the weights get dropout; the tests compare both with autograd thro
 matrix. This version is faster on long sequences because:
   * the first half of a group's queries only sees the first half of its keys, so a group is two
     products (C/2 x C/2 and C/2 x C) and the all-zero quarter of the weights is never formed;
-  * the backward accumulates each gradient in place (both halves and the linear part into one dv),
+  * the backward accumulates gradients in place (both halves and the linear part into one dv),
     where autograd would allocate, zero-fill and add a tensor per use;
+  * every batched product writes a whole contiguous tensor: ``baddbmm_`` into a half-group view
+    (strided across groups) falls back to one matmul per group on CPU;
   * relu^2 keeps only relu(logits) for the backward (the weights are its square, the derivative twice it).
 """
 import math
@@ -57,9 +59,8 @@ class GroupAttentionFunction(torch.autograd.Function):
         num, size, width = v.shape
         group_kv = torch.bmm(lin_k.transpose(1, 2), v).view(-1, groups, lin_k.size(-1), width)
         earlier_kv = exclusive_prefix_sum(group_kv).mul_(scale).reshape(num, -1, width)
-        out = torch.bmm(lin_q, earlier_kv)
         scaled_q = q * scale
-        saved = []
+        saved, outs = [], []
         for queries, keys in group_parts(size):
             logits = torch.bmm(scaled_q[:, queries], k[:, keys].transpose(1, 2))
             if bias is not None:
@@ -71,7 +72,9 @@ class GroupAttentionFunction(torch.autograd.Function):
             else:
                 weights = _hide_future(laplace(logits))
                 saved.append(logits)
-            out[:, queries].baddbmm_(weights, v[:, keys])
+            part = torch.bmm(lin_q[:, queries], earlier_kv)
+            outs.append(part.baddbmm_(weights, v[:, keys]))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         ctx.save_for_backward(q, k, lin_q, lin_k, v, earlier_kv, *saved)
         ctx.groups, ctx.scale, ctx.relu_squared, ctx.has_bias = groups, scale, relu_squared, bias is not None
         return out
@@ -88,10 +91,11 @@ class GroupAttentionFunction(torch.autograd.Function):
         grad_lin_q = torch.bmm(grad, earlier_kv.transpose(1, 2))
         grad_lin_k = torch.bmm(v, grad_group_kv.transpose(1, 2))
         grad_v = torch.bmm(lin_k, grad_group_kv)
-        # Within groups.
-        grad_q, grad_k = torch.zeros_like(q), torch.zeros_like(k)
+        # Within groups. Products go into contiguous tensors (baddbmm_ into a strided view of a
+        # group's rows falls back to one matmul per group on CPU).
+        grad_q_parts, grad_k = [], None
         grad_bias = q.new_zeros(size, size) if ctx.has_bias else None
-        for (queries, keys), kept in zip(group_parts(size), saved):
+        for (queries, keys), kept in reversed(list(zip(group_parts(size), saved))):  # all keys first
             grad_weights = torch.bmm(grad[:, queries], v[:, keys].transpose(1, 2))
             if ctx.relu_squared:
                 weights = kept * kept
@@ -99,11 +103,16 @@ class GroupAttentionFunction(torch.autograd.Function):
             else:
                 weights = _hide_future(laplace(kept))
                 grad_logits = _hide_future(grad_weights.mul_(laplace_derivative(kept)))
-            grad_v[:, keys].baddbmm_(weights.transpose(1, 2), grad[:, queries])
-            grad_q[:, queries].baddbmm_(grad_logits, k[:, keys])
-            grad_k[:, keys].baddbmm_(grad_logits.transpose(1, 2), q[:, queries])
+            grad_q_parts.insert(0, torch.bmm(grad_logits, k[:, keys]))
+            if grad_k is None:  # this part sees every key of its group
+                grad_k = torch.bmm(grad_logits.transpose(1, 2), q[:, queries])
+                grad_v.baddbmm_(weights.transpose(1, 2), grad[:, queries])
+            else:
+                grad_k[:, keys] += torch.bmm(grad_logits.transpose(1, 2), q[:, queries])
+                grad_v[:, keys] += torch.bmm(weights.transpose(1, 2), grad[:, queries])
             if grad_bias is not None:
                 grad_bias[queries, keys] += grad_logits.sum(0)
+        grad_q = grad_q_parts[0] if len(grad_q_parts) == 1 else torch.cat(grad_q_parts, dim=1)
         return grad_q.mul_(ctx.scale), grad_k.mul_(ctx.scale), grad_lin_q, grad_lin_k, grad_v, grad_bias, None, None, None
 
 

@@ -54,32 +54,46 @@ def prefix_compressed_attention(
         e, f = F.pad(e, (0, pad)), F.pad(f, (0, pad))
         scale = F.pad(scale, (0, 0, 0, pad), value=1.0)
         visible = None if visible is None else F.pad(visible, (0, 0, 0, pad), value=True)
-    q, k, v = (t.view(bsz, heads, chunks, chunk, dim) for t in (q, k, v))
-    # [B, H, C, S, c], materialised once: each product below would otherwise expand shared weights again.
-    e, f = (w.view(-1, slots, chunks, chunk).transpose(1, 2).expand(bsz, heads, -1, -1, -1).contiguous()
-            for w in (e, f))
+    # A per-query scale (one column, the non-convolution methods) scales whole rows of the scores
+    # and of the output: it is applied to q and to out, narrower than the scores and the weights.
+    row_scale = scale.size(-1) == 1
+    scale = scale.view(chunks, chunk, -1)
+    q, k, v = (t.unflatten(2, (chunks, chunk)) for t in (q, k, v))  # [B, H, C, c, D]
+    if row_scale:
+        q = q * (scale / math.sqrt(dim))
+    # Contiguous [B*H*C, c, D]: q, k, v arrive as head-transposed views, which every product would copy.
+    q, k, v = (t.reshape(-1, chunk, dim) for t in (q, k, v))
+    # [B*H*C, S, c], materialised once: each product below would otherwise expand shared weights again.
+    e, f = (w.view(-1, slots, chunks, chunk).transpose(1, 2).expand(bsz, heads, -1, -1, -1)
+            .reshape(-1, slots, chunk) for w in (e, f))
 
-    key_sums = e @ k  # [B, H, C, S, D]: each chunk's contribution to K~
-    value_sums = f @ v
-    key_before = exclusive_prefix_sum(key_sums.flatten(0, 1)).view(key_sums.shape)  # over chunks
-    value_before = exclusive_prefix_sum(value_sums.flatten(0, 1)).view(value_sums.shape)
+    key_sums = torch.bmm(e, k).view(bsz * heads, chunks, slots, dim)  # each chunk's contribution to K~
+    value_sums = torch.bmm(f, v).view(bsz * heads, chunks, slots, dim)
+    key_before = exclusive_prefix_sum(key_sums)  # over chunks
+    value_before = exclusive_prefix_sum(value_sums)
     if state is not None:
-        key_before = key_before + state[0].unsqueeze(2)
-        value_before = value_before + state[1].unsqueeze(2)
+        key_before = key_before + state[0].flatten(0, 1).unsqueeze(1)
+        value_before = value_before + state[1].flatten(0, 1).unsqueeze(1)
+    key_before, value_before = key_before.flatten(0, 1), value_before.flatten(0, 1)
 
     own_chunk = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    local = (q @ k.transpose(-1, -2)).masked_fill_(~own_chunk, 0.0)  # [B, H, C, c, c]
-    scores = q @ key_before.transpose(-1, -2) + local @ e.transpose(-1, -2)  # [B, H, C, c, S]
-    scale = scale.view(chunks, chunk, -1)
-    scores = scores * (scale / math.sqrt(dim))
+    local = torch.bmm(q, k.transpose(1, 2)).masked_fill_(~own_chunk, 0.0)  # [B*H*C, c, c]
+    scores = torch.baddbmm(torch.bmm(q, key_before.transpose(1, 2)), local, e.transpose(1, 2))  # [B*H*C, c, S]
+    if not row_scale:
+        scores = (scores.view(-1, chunks, chunk, slots) * (scale / math.sqrt(dim))).flatten(0, 1)
     if visible is not None:
-        scores = scores.masked_fill(~visible.view(chunks, chunk, slots), float("-inf"))
+        scores = scores.view(-1, chunks, chunk, slots).masked_fill(~visible.view(chunks, chunk, slots), float("-inf"))
+        scores = scores.flatten(0, 1)
     weights = scores.softmax(dim=-1)
-    read = F.dropout(weights, dropout) * scale if dropout else weights * scale
-    mixing = (read @ f).masked_fill_(~own_chunk, 0.0)  # [B, H, C, c, c]: weight of v_s in out_i
-    out = read @ value_before + mixing @ v
+    read = F.dropout(weights, dropout) if dropout else weights
+    if not row_scale:
+        read = (read.view(-1, chunks, chunk, slots) * scale).flatten(0, 1)
+    mixing = torch.bmm(read, f).masked_fill_(~own_chunk, 0.0)  # [B*H*C, c, c]: weight of v_s in out_i
+    out = torch.baddbmm(torch.bmm(read, value_before), mixing, v)
+    if row_scale:
+        out = (out.view(-1, chunks, chunk, dim) * scale).flatten(0, 1)
 
-    key_state, value_state = key_sums.sum(2), value_sums.sum(2)
+    key_state, value_state = (t.sum(1).view(bsz, heads, slots, dim) for t in (key_sums, value_sums))
     if state is not None:
         key_state, value_state = key_state + state[0], value_state + state[1]
     out = out.view(bsz, heads, chunks * chunk, dim)[:, :, :length]
