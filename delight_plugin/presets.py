@@ -34,14 +34,20 @@ def preset_flags(arch: str, size: str) -> List[str]:
     return list(presets[size])
 
 
-def non_embedding_params(model) -> int:
-    """Parameters outside the token embedding, the position embedding and the output projection."""
+def embedding_parameter_ids(model) -> set:
+    """ids of a fairseq LM's token/position embedding and output-layer parameters."""
     decoder = model.decoder
     skip = set()
     for name in ("embed_tokens", "embed_positions", "output_projection", "adaptive_softmax"):
         module = getattr(decoder, name, None)
         if module is not None:
             skip |= {id(p) for p in module.parameters()}
+    return skip
+
+
+def non_embedding_params(model) -> int:
+    """Parameters outside the token embedding, the position embedding and the output projection."""
+    skip = embedding_parameter_ids(model)
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 

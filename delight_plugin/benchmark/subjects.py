@@ -105,13 +105,9 @@ class FairseqMeasured(Measured):
 
     def embedding_parameters(self) -> set:
         # The definition of presets.non_embedding_params, which sizes were matched by.
-        decoder = self.module.decoder
-        skip = set()
-        for name in ("embed_tokens", "embed_positions", "output_projection", "adaptive_softmax"):
-            module = getattr(decoder, name, None)
-            if module is not None:
-                skip |= {id(p) for p in module.parameters()}
-        return skip
+        from ..presets import embedding_parameter_ids
+
+        return embedding_parameter_ids(self.module)
 
 
 @dataclass
