@@ -54,8 +54,38 @@ def build_positions(scheme: str, dim: int, max_positions: int):
     return None
 
 
+def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Turn each channel pair (i, i + h) of x [..., T, C] by the angles whose cos and sin [T, h] are
+    given: (x_i cos - x_{i+h} sin, x_{i+h} cos + x_i sin). Channels from 2h on are copied. Written
+    into a new contiguous tensor half by half, without the swapped copy of x."""
+    half = cos.size(-1)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    first, second = x[..., :half], x[..., half : 2 * half]
+    torch.mul(first, cos, out=out[..., :half]).addcmul_(second, sin, value=-1.0)
+    torch.mul(second, cos, out=out[..., half : 2 * half]).addcmul_(first, sin)
+    if x.size(-1) > 2 * half:
+        out[..., 2 * half :] = x[..., 2 * half :]
+    return out
+
+
+class PairRotation(torch.autograd.Function):
+    """``rotate_pairs`` with its own backward: a rotation's gradient is the rotation by the opposite
+    angles, so the backward saves only cos and sin and costs what the forward does."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        ctx.save_for_backward(cos, sin)
+        return rotate_pairs(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        cos, sin = ctx.saved_tensors
+        return PairRotation.apply(grad, cos, -sin), None, None
+
+
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (Su et al.) on the first ``dim`` channels of q and k."""
+    """Rotary position embedding (Su et al.) on the first ``dim`` channels of q and k; channel i is
+    paired with channel i + dim/2 (the GPT-NeoX layout)."""
 
     def __init__(self, dim: int, base: float = 10000.0):
         super().__init__()
@@ -66,16 +96,10 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def cos_sin(self, positions: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-        """cos and sin [T, dim] of each pair's angle; the sin of the first half negated, so that
-        rotate(x) = x * cos + swap_halves(x) * sin."""
+        """cos and sin [T, dim/2] of each pair's angle at ``positions`` [T]."""
         angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
-        cos, sin = angles.cos(), angles.sin()
-        return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` of shape [..., T, C] (C >= dim) by the angles of ``positions`` [T]."""
-        cos, sin = self.cos_sin(positions, x.dtype)
-        rot, rest = x[..., : self.dim], x[..., self.dim :]
-        x1, x2 = rot.chunk(2, dim=-1)
-        rotated = torch.addcmul(rot * cos, torch.cat([x2, x1], dim=-1), sin)
-        return torch.cat([rotated, rest], dim=-1) if rest.size(-1) else rotated
+        return PairRotation.apply(x, *self.cos_sin(positions, x.dtype))

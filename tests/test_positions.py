@@ -1,0 +1,56 @@
+"""Rotary position embedding against the complex-number formula, its relative-position property
+and its hand-written backward."""
+import math
+
+import pytest
+import torch
+
+from delight_plugin.modules.positions import RotaryEmbedding
+
+
+def complex_rotation(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Reference: channels (i, i + dim/2) as one complex number times exp(i * position * base^(-2i/dim))."""
+    half = dim // 2
+    freq = torch.tensor([10000.0 ** (-2 * i / dim) for i in range(half)], dtype=torch.float64)
+    turn = torch.polar(torch.ones(len(positions), half, dtype=torch.float64), positions[:, None].double() * freq)
+    pairs = torch.complex(x[..., :half], x[..., half:dim]) * turn
+    return torch.cat([pairs.real, pairs.imag, x[..., dim:]], dim=-1)
+
+
+@pytest.mark.parametrize("dim,channels", [(8, 8), (8, 14), (64, 64)])
+def test_rotary_matches_the_complex_formula_on_a_strided_input(dim, channels):
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 3, channels, dtype=torch.float64).transpose(1, 2)  # [B, H, T, C], not contiguous
+    positions = torch.arange(4, 13)
+    out = RotaryEmbedding(dim).double()(x, positions)
+    # The frequencies are a float32 buffer, so the angles agree to ~1e-7 relative.
+    torch.testing.assert_close(out, complex_rotation(x, positions, dim), rtol=0, atol=1e-6)
+    assert torch.equal(out[..., dim:], x[..., dim:])
+
+
+def test_rotated_dot_products_depend_only_on_the_distance():
+    torch.manual_seed(1)
+    rotary = RotaryEmbedding(16).double()
+    q, k = torch.randn(2, 16, dtype=torch.float64).unbind(0)
+    scores = [rotary(q.expand(1, 16), torch.tensor([p + 5])) @ rotary(k.expand(1, 16), torch.tensor([p])).T
+              for p in (0, 3, 100)]
+    torch.testing.assert_close(scores[0], scores[1])
+    torch.testing.assert_close(scores[0], scores[2])
+    assert not math.isclose(float(scores[0]), float(rotary(q[None], torch.tensor([5])) @ q[None].T))
+
+
+def test_rotary_backward_and_double_backward_match_finite_differences():
+    torch.manual_seed(2)
+    rotary = RotaryEmbedding(6).double()
+    positions = torch.arange(3, 8)
+    x = torch.randn(2, 5, 10, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: rotary(t, positions), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: rotary(t, positions), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rotary_keeps_a_half_precision_dtype(dtype):
+    x = torch.randn(1, 2, 4, 8).to(dtype)
+    out = RotaryEmbedding(8)(x, torch.arange(4))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), RotaryEmbedding(8)(x.float(), torch.arange(4)), rtol=2e-2, atol=2e-2)
