@@ -38,9 +38,10 @@ def parse_args(argv=None):
                         "there and the table says how many tokens were reached")
     p.add_argument("--generate-repeats", type=int, default=1,
                    help="generation samples per model and length (default 1: decoding a sequence is long)")
-    p.add_argument("--memory-limit-gb", type=float, default=8.0,
-                   help="CPU only: extra address space the run may take (default 8); an allocation past it "
-                        "gives an out-of-memory cell instead of the kernel's OOM killer. 0 disables")
+    p.add_argument("--memory-limit-gb", type=float, default=None,
+                   help="CPU only: extra address space the run may take (default: the memory available at "
+                        "the start less 2 GiB); an allocation past it gives an out-of-memory cell instead of "
+                        "the kernel's OOM killer. 0 disables")
     p.add_argument("--malloc", choices=["keep", "default"], default="keep",
                    help="CPU only: keep (default) makes glibc reuse freed memory across steps instead of "
                         "unmapping every block over 32 MiB and faulting it in again on the next step; default "
@@ -61,7 +62,7 @@ def main(argv=None):
     import torch
 
     import delight_plugin  # noqa: F401  (registers every architecture)
-    from delight_plugin.benchmark import peers, report
+    from delight_plugin.benchmark import measure, peers, report
     from delight_plugin.benchmark.runner import Benchmark, Options
     from delight_plugin.benchmark.subjects import baseline_shape, fairseq_subjects
     from delight_plugin.presets import plugin_lm_archs
@@ -77,10 +78,11 @@ def main(argv=None):
     unknown = sorted(set(args.archs or []) - set(registered) - {"transformer_lm"})
     if unknown:
         sys.exit(f"--archs: {unknown} are not registered LM archs; choose from {registered}")
+    memory_limit_gb = measure.default_memory_limit_gb() if args.memory_limit_gb is None else args.memory_limit_gb
     options = Options(size=args.size, lengths=args.lengths, batch_size=args.batch_size, repeats=args.repeats,
                       device=args.device, dtype=args.dtype, vocab_size=args.vocab_size, time_budget=args.time_budget,
                       generate_budget=args.generate_budget, generate_repeats=args.generate_repeats,
-                      memory_limit_gb=args.memory_limit_gb or None, keep_freed_memory=args.malloc == "keep",
+                      memory_limit_gb=memory_limit_gb or None, keep_freed_memory=args.malloc == "keep",
                       warmup_rounds=args.warmup_rounds)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device = torch.device(args.device)

@@ -130,6 +130,15 @@ def test_freed_memory_kept_reuses_pages_and_restores_glibc():
     assert inside * 10 < outside, f"{inside} page faults with freed memory kept, {outside} without"
 
 
+def test_default_memory_limit_is_the_available_memory_less_headroom(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       25165824 kB\nMemFree:         1048576 kB\nMemAvailable:   10485760 kB\n")
+    assert measure.default_memory_limit_gb(headroom_gb=2.0, meminfo=str(meminfo)) == pytest.approx(8.0)
+    meminfo.write_text("MemAvailable:    2097152 kB\n")  # 2 GiB: never below 1 GiB
+    assert measure.default_memory_limit_gb(headroom_gb=2.0, meminfo=str(meminfo)) == 1.0
+    assert measure.default_memory_limit_gb(fallback_gb=3.0, meminfo=str(tmp_path / "missing")) == 3.0
+
+
 def test_count_macs_of_a_known_product():
     layer = nn.Linear(32, 16)
     assert measure.count_macs(lambda: layer(torch.randn(1, 10, 32))) == 10 * 32 * 16

@@ -81,6 +81,22 @@ def median(values):
 # Peak memory
 # ---------------------------------------------------------------------------------------------
 
+def default_memory_limit_gb(headroom_gb: float = 2.0, fallback_gb: float = 8.0, meminfo: str = "/proc/meminfo") -> float:
+    """The address space a run may add by default: the memory the kernel reports available now
+    (MemAvailable) less ``headroom_gb``, so the cap stops a run before the OOM killer would.
+
+    A fixed cap below what the run needs is worse than none: once glibc's heap reaches it, every
+    large allocation fails to extend the heap, and a run of every model at 8192 tokens trained
+    2-3x slower from then on (measured: docs/benchmarks.md). ``fallback_gb`` where /proc/meminfo
+    is missing."""
+    try:
+        with open(meminfo) as lines:
+            available = next(int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return fallback_gb
+    return max(1.0, available / 2**30 - headroom_gb)
+
+
 def _status_bytes(key: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:

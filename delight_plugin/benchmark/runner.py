@@ -250,6 +250,7 @@ class Benchmark:
                 free_memory(self.device)
         add_derived(rows, matmul)
         meta = machine_facts(opts, matmul, time.time() - started)
+        meta["memory_limit_gb"] = opts.memory_limit_gb if self.device.type == "cpu" else None
         meta["allocator"] = ("glibc keeps freed memory while timing (--malloc keep)" if self._keeps_freed_memory()
                              else "default")
         return {"meta": meta, "rows": rows}
