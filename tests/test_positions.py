@@ -36,7 +36,9 @@ def test_rotated_dot_products_depend_only_on_the_distance():
               for p in (0, 3, 100)]
     torch.testing.assert_close(scores[0], scores[1])
     torch.testing.assert_close(scores[0], scores[2])
-    assert not math.isclose(float(scores[0]), float(rotary(q[None], torch.tensor([5])) @ q[None].T))
+    # ...and do depend on it (an identity rotation would pass the two checks above).
+    one_closer = rotary(q[None], torch.tensor([4])) @ rotary(k[None], torch.tensor([0])).T
+    assert not math.isclose(float(scores[0]), float(one_closer), rel_tol=1e-6)
 
 
 def test_rotary_backward_and_double_backward_match_finite_differences():
