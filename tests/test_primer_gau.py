@@ -259,10 +259,10 @@ def loud_gau_model(flags):
 
 
 @pytest.mark.parametrize("flags", [
-    [], ["--gau-attention-fn", "laplace", "--gau-relative-bias"],
-    ["--gau-mode", "chunked", "--gau-relative-bias", "--gau-token-shift"],
+    ["--gau-no-relative-bias"], ["--gau-attention-fn", "laplace"],
+    ["--gau-mode", "chunked", "--gau-token-shift"],
     ["--gau-mode", "chunked", "--gau-attention-fn", "laplace", "--gau-group-size", "5"],
-], ids=["quad", "quad-laplace-bias", "chunked-bias-shift", "chunked-laplace-group5"])
+], ids=["quad-no-bias", "quad-laplace-bias", "chunked-bias-shift", "chunked-laplace-group5"])
 def test_gau_probes_hold_when_attention_matters(flags):
     model = loud_gau_model(flags)
     if "laplace" not in flags:  # laplace(0) > 0: zero queries and keys would not silence it
@@ -285,6 +285,41 @@ def test_gau_block_parameters_match_the_paper():
     weights = block.hidden_proj.weight.numel() + block.out_proj.weight.numel()
     assert weights == 6 * d * d + d * s
     assert block.qk_scale.shape == (4, s) and GAUBlock(d, 2 * d, s, mode="quad").qk_scale.shape == (2, s)
+
+
+def block_gradient_norms(arch, flags):
+    """Mean gradient norm of the GAUs' projections after one backward pass at initialisation."""
+    model, _ = harness.build(arch, harness.tiny_flags(arch) + ["--dropout", "0", "--gau-quad-scale-length", "64"] + flags)
+    tokens = harness.random_tokens(2, 64)
+    log_probs = model.get_normalized_probs(model(tokens[:, :-1]), log_probs=True)
+    torch.nn.functional.nll_loss(log_probs.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    norms = [block.hidden_proj.weight.grad.norm().item() for block in model.decoder.layers]
+    return sum(norms) / len(norms)
+
+
+@pytest.mark.parametrize("arch", ["gau_lm", "gau_lm_flash"])
+def test_gaus_start_with_gradients_well_above_adams_epsilon(arch):
+    """The paper's relu^2(q.k / L + b) with b ~ N(0, 0.02): without b, q.k / L is ~1e-6 at
+    initialisation, relu^2 and its slope vanish, and the GAUs got gradients of ~1e-12 (FLASH-Quad),
+    far under Adam's eps of 1e-8, so they stayed switched off (issue 16)."""
+    with_bias = block_gradient_norms(arch, [])
+    assert with_bias > 1e-5, with_bias
+    if arch == "gau_lm":
+        without = block_gradient_norms(arch, ["--gau-no-relative-bias"])
+        assert without < 1e-8 < with_bias, (without, with_bias)
+
+
+def test_relative_bias_is_on_by_default_and_old_checkpoints_without_it_load_unchanged():
+    model, _ = harness.build("gau_lm", harness.tiny_flags("gau_lm"))
+    weights = torch.cat([block.attention.relative_bias.bias.weight.flatten() for block in model.decoder.layers])
+    assert 0.01 < weights.std().item() < 0.03  # N(0, 0.02)
+    old, _ = harness.build("gau_lm", harness.tiny_flags("gau_lm") + ["--gau-no-relative-bias"])
+    assert all(block.attention.relative_bias is None for block in old.decoder.layers)
+    state = old.state_dict()
+    assert not any("relative_bias" in key for key in state)
+    model.load_state_dict(state)  # strict: the missing biases are upgraded to zeros
+    tokens = harness.random_tokens(2, 37)
+    assert torch.equal(harness.log_probs(model.eval(), tokens), harness.log_probs(old.eval(), tokens))
 
 
 # ------------------------------------------------------------------------------------------------

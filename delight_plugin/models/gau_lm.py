@@ -34,8 +34,9 @@ class GAUConfig(EfficientLMConfig):
     gau_quad_scale_length: int = field(
         default=512, metadata={"help": "quad mode divides q.k by this fixed length (the paper divides by the "
                                        "sequence length, which breaks causal prefix consistency)"})
-    gau_relative_bias: bool = field(default=False, metadata={"help": "add a T5-style bucketed relative "
-                                                                    "position bias to the quadratic logits"})
+    gau_no_relative_bias: bool = field(
+        default=False, metadata={"help": "leave out the relative position bias b of the paper's relu^2(q.k / L + b) "
+                                         "(T5-style buckets, one scalar each per GAU)"})
     gau_token_shift: bool = field(default=False, metadata={"help": "shift half of the normalised channels one "
                                                                   "step forward in time (RWKV token shift)"})
 
@@ -75,7 +76,7 @@ class GAULanguageModel(EfficientLanguageModel):
             cfg.decoder_embed_dim, expansion_dim(cfg), cfg.gau_qk_dim, mode=str(cfg.gau_mode),
             group_size=cfg.gau_group_size, quad_scale_length=cfg.gau_quad_scale_length,
             attention_fn=str(cfg.gau_attention_fn), rotary=cfg.position_scheme == "rotary",
-            relative_bias=cfg.gau_relative_bias, token_shift=cfg.gau_token_shift, dropout=cfg.dropout,
+            relative_bias=not cfg.gau_no_relative_bias, token_shift=cfg.gau_token_shift, dropout=cfg.dropout,
             attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
             norm=cls.build_norm(cfg, cfg.decoder_embed_dim))
 

@@ -48,7 +48,10 @@ class CausalRelativeBias(nn.Module):
         super().__init__()
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, 1)
-        nn.init.zeros_(self.bias.weight)  # start neutral: q.k / scale is small at initialisation
+        # The paper's initializer, N(0, 0.02). Not zero: at initialisation q.k / L is ~1e-6, so
+        # relu^2 attention and every gradient through it would vanish (relu^2 has zero slope at 0)
+        # and the GAU would start, and under Adam's eps stay, switched off.
+        nn.init.normal_(self.bias.weight, std=0.02)
 
     def bucket(self, distance: Tensor) -> Tensor:
         exact = self.num_buckets // 2
@@ -56,6 +59,11 @@ class CausalRelativeBias(nn.Module):
         log_ratio = torch.log(distance.clamp(min=1).float() / exact) / math.log(self.max_distance / exact)
         far = (exact + (log_ratio * (self.num_buckets - exact)).long()).clamp(max=self.num_buckets - 1)
         return torch.where(distance < exact, distance, far)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Checkpoints from before the bias was on by default have none: a zero bias is no bias."""
+        key = f"{name}.bias.weight" if name else "bias.weight"
+        state_dict.setdefault(key, torch.zeros_like(self.bias.weight))
 
     def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
         """[Tq, Tk] bias for absolute positions (entries with key after query are masked anyway)."""

@@ -2,10 +2,11 @@
 TINY = ["--decoder-embed-dim", "32", "--decoder-layers", "2", "--gau-qk-dim", "16", "--gau-group-size", "8"]
 VARIANTS = {
     "laplace": ["--gau-attention-fn", "laplace"],
-    "bias-shift-sinusoidal": ["--gau-relative-bias", "--gau-token-shift", "--position-scheme", "sinusoidal"],
+    "no-bias-shift-sinusoidal": ["--gau-no-relative-bias", "--gau-token-shift", "--position-scheme", "sinusoidal"],
     "chunked": ["--gau-mode", "chunked"],
     "chunked-laplace": ["--gau-mode", "chunked", "--gau-attention-fn", "laplace"],
-    "chunked-bias-shift": ["--gau-mode", "chunked", "--gau-relative-bias", "--gau-token-shift"],
+    "chunked-shift": ["--gau-mode", "chunked", "--gau-token-shift"],
+    "chunked-no-bias": ["--gau-mode", "chunked", "--gau-no-relative-bias"],
     "chunked-group5-learned": ["--gau-mode", "chunked", "--gau-group-size", "5", "--position-scheme", "learned"],
 }
 BAD = [
