@@ -1,33 +1,122 @@
-"""quality_per_compute's log reader: validation points get the wall time and the tokens seen of
-the update they follow, repeated validations of one update count once, eval-lm perplexities are
-read, and the table and figure are written."""
+"""The quality study: log reading, planning (sweep, grid extension, the character regime following
+the word regime's learning rates, finals waiting for their sweep, finished runs skipped), the
+character corpus, the results' tables and figures, and one small study end to end."""
 import json
 
-from delight_plugin.benchmark import quality
+import pytest
+
+from delight_plugin.benchmark import quality, study
+from delight_plugin.recipes import characters
 
 
 def fairseq_line(kind, record):
     return f"2026-01-01 00:00:00 | INFO | {kind} | {json.dumps(record)}"
 
 
-def test_curve_table_and_plot(tmp_path):
-    run = tmp_path / "runs" / "plain_lm"
-    run.mkdir(parents=True)
+def test_curve_counts_tokens_and_training_seconds_and_keeps_the_resumed_records():
     log = ["num. shared model params: 1,234 (num. trained: 1,234)",
-           fairseq_line("train_inner", {"num_updates": "10", "wpb": "2000", "wall": "30"}),
-           fairseq_line("valid", {"valid_num_updates": "10", "valid_ppl": "900.5"}),
-           fairseq_line("train_inner", {"num_updates": "20", "wpb": "1500", "wall": "65"}),
-           fairseq_line("valid", {"valid_num_updates": "20", "valid_ppl": "700.25"}),
-           fairseq_line("valid", {"valid_num_updates": "20", "valid_ppl": "700.25"})]  # end-of-training repeat
-    (run / "train.log").write_text("\n".join(log) + "\n")
-    (run / "eval_valid.log").write_text("INFO | Loss (base 2): 9.4500, Perplexity: 699.41\n")
-    (run / "eval_test.log").write_text("INFO | Loss (base 2): 9.5000, Perplexity: 724.08\n")
-    [row] = quality.collect(tmp_path / "runs")
-    assert row["curve"] == [
-        {"updates": 10, "wall_seconds": 30.0, "tokens": 20000.0, "valid_ppl": 900.5},
-        {"updates": 20, "wall_seconds": 65.0, "tokens": 35000.0, "valid_ppl": 700.25}]
-    assert (row["params"], row["updates"], row["valid_ppl"], row["test_ppl"]) == (1234, 20, 699.41, 724.08)
-    quality.main(["--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"),
-                  "--meta", json.dumps({"budget_minutes": 3})])
-    assert "| plain_lm | 1,234 | 20 | 35,000 | 699.4 | 724.1 |" in (tmp_path / "out" / "quality.md").read_text()
-    assert (tmp_path / "out" / "quality.png").read_bytes()[:4] == b"\x89PNG"
+           fairseq_line("train_inner", {"num_updates": "10", "wpb": "2000", "train_wall": "30"}),
+           fairseq_line("valid", {"valid_num_updates": "10", "valid_loss": "9.5"}),
+           fairseq_line("train_inner", {"num_updates": "20", "wpb": "1500", "train_wall": "35"}),
+           # interrupted after update 20, resumed from the checkpoint of update 10: updates 11-20 again
+           fairseq_line("train_inner", {"num_updates": "20", "wpb": "1500", "train_wall": "40"}),
+           fairseq_line("valid", {"valid_num_updates": "20", "valid_loss": "9.0"}),
+           fairseq_line("valid", {"valid_num_updates": "20", "valid_loss": "9.0"})]  # end-of-training repeat
+    curve = quality.valid_curve("\n".join(log), flops_per_token=6.0)
+    assert curve == [
+        {"updates": 10, "tokens": 20000.0, "train_seconds": 30.0, "flops": 120000.0, "valid_loss": 9.5},
+        {"updates": 20, "tokens": 35000.0, "train_seconds": 70.0, "flops": 210000.0, "valid_loss": 9.0}]
+    assert quality.logged_params("\n".join(log)) == 1234
+    assert quality.eval_score("| Loss (base 2): 7.2500, Perplexity: 152.22\n") == {"loss": 7.25, "ppl": 152.22}
+    assert quality.eval_score("nothing scored") is None
+
+
+def result(regime, variant, lr, loss, phase="sweep", seed=1, tokens=100, test=None):
+    return {"regime": regime, "variant": variant, "lr": lr, "seed": seed, "tokens": tokens, "phase": phase,
+            "valid": {"loss": loss}, "test": None if test is None else {"loss": test}, "curve": [],
+            "train_seconds": 10.0, "params": 5, "non_embedding_params": 3, "macs_per_token": 2e6}
+
+
+REGIMES = {"word": study.Regime("word", "ppl", False, 8, 32, 100, 300),
+           "char": study.Regime("char", "bpc", True, 8, 32, 100, 300)}
+
+
+def planned(results, regimes=("word", "char"), grid=(1e-3, 2e-3, 4e-3), seeds=(1, 2, 3), extend=True):
+    return [(r.phase, r.regime, r.lr, r.seed) for r in
+            study.plan(results, list(regimes), ["plain_lm"], list(grid), list(seeds), REGIMES, extend)]
+
+
+def test_plan_sweeps_then_extends_a_winning_edge_then_runs_the_seeds_at_the_best():
+    assert planned([]) == [("sweep", "word", 2e-3, 1), ("sweep", "word", 1e-3, 1), ("sweep", "word", 4e-3, 1)]
+    sweep = [result("word", "plain_lm", lr, loss) for lr, loss in ((1e-3, 9.0), (2e-3, 8.5), (4e-3, 8.0))]
+    assert planned(sweep) == [("sweep", "word", 8e-3, 1)]  # the best is the largest: try twice it, once
+    assert planned(sweep, extend=False)[0] == ("final", "word", 4e-3, 1)
+    extended = sweep + [result("word", "plain_lm", 8e-3, 7.9)]
+    # 8e-3 wins again but is not extended further; characters take the best and its better neighbour
+    assert planned(extended) == [("final", "word", 8e-3, 1), ("final", "word", 8e-3, 2), ("final", "word", 8e-3, 3),
+                                 ("sweep", "char", 4e-3, 1), ("sweep", "char", 8e-3, 1)]
+    lowest = [result("word", "plain_lm", lr, loss) for lr, loss in ((1e-3, 8.0), (2e-3, 8.5), (4e-3, 9.0))]
+    assert planned(lowest, regimes=("word",)) == [("sweep", "word", 5e-4, 1)]
+    middle = [result("word", "plain_lm", lr, loss) for lr, loss in ((1e-3, 8.4), (2e-3, 8.0), (4e-3, 8.3))]
+    done = middle + [result("word", "plain_lm", 2e-3, 8.0, "final", s, 300, 8.1) for s in (1, 2)]
+    assert planned(done, regimes=("word",)) == [("final", "word", 2e-3, 3)]
+
+
+def test_characters_keep_spaces_as_a_symbol_and_lines_as_lines(tmp_path):
+    assert characters.characters(" The cat , sat \n") == "T h e ▁ c a t ▁ , ▁ s a t"
+    assert characters.characters(" \n") == ""
+    source = tmp_path / "in.txt"
+    source.write_text(" ab c \n \n")
+    assert characters.convert(source, tmp_path / "out.txt") == 5 + 1  # a b ▁ c + newline, and an empty line
+    assert (tmp_path / "out.txt").read_text() == "a b ▁ c\n\n"
+    with pytest.raises(ValueError, match="already contains"):
+        characters.characters(" a▁b ")
+
+
+def test_summary_table_and_figures(tmp_path):
+    curve = [{"updates": 1, "tokens": 10.0, "train_seconds": 1.0, "flops": 60.0, "valid_loss": 8.0},
+             {"updates": 2, "tokens": 20.0, "train_seconds": 2.0, "flops": 120.0, "valid_loss": 7.0}]
+    runs = [result("word", v, lr, loss) for v, lr, loss in
+            (("transformer_lm", 1e-3, 8.0), ("transformer_lm", 2e-3, 7.5), ("plain_lm", 1e-3, 7.9), ("plain_lm", 2e-3, 7.7))]
+    runs += [result("word", "transformer_lm", 2e-3, 7.0, "final", s, 300, t) for s, t in ((1, 7.0), (2, 8.0))]
+    runs += [result("word", "plain_lm", 2e-3, 7.1, "final", s, 300, t) for s, t in ((1, 7.5), (2, 7.5))]
+    for run in runs:
+        run["curve"] = curve
+    meta = {"regimes": {"word": {"unit": "ppl", "tokens_per_sample": 512, "sweep_tokens": 100, "final_tokens": 300,
+                                 "valid_head_tokens": 50}}, "seeds": [1, 2]}
+    text = quality.write_results(runs, meta, tmp_path, "quality-study", "transformer_lm")
+    # 2^7 = 128 and 2^8 = 256: mean 192, sample std 90.5; plain_lm 2^7.5 = 181 on both seeds
+    assert "| plain_lm | 3 | 2.00M | 0.002 | 2 | 137.2 ± 0.0 (137.2-137.2) | 181.0 ± 0.0 (181.0-181.0) | 0.943x |" in text
+    assert "| transformer_lm | 3 | 2.00M | 0.002 | 2 | 128.0 ± 0.0 (128.0-128.0) | 192.0 ± 90.5 (128.0-256.0) | 1.000x |" in text
+    assert "| plain_lm | 238.9 | **207.9** |" in text  # the sweep, best learning rate in bold
+    saved = json.loads((tmp_path / "quality-study.json").read_text())
+    assert saved["summary"]["word"]["plain_lm"]["test"]["n"] == 2
+    assert quality.markdown(saved) == text  # what render_results prints from the committed JSON
+    assert (tmp_path / "quality-study-word.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
+    """The whole command on the bundled slice: a sweep run and two seeds at its learning rate,
+    scored by fairseq-eval-lm; a second invocation finds nothing to do and renders the same."""
+    from harness import SAMPLE_DIR
+
+    argv = ["--regimes", "word", "--variants", "plain_lm", "--corpus", str(SAMPLE_DIR / "wikitext-2"),
+            "--size", "tiny", "--lrs", "0.002", "--no-extend", "--seeds", "1", "2", "--sweep-tokens", "2048",
+            "--final-tokens", "4096", "--tokens-per-sample", "64", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "results")]
+    study.main(argv)
+    runs = study.load_results(tmp_path / "work" / "runs")
+    assert sorted((r["phase"], r["seed"], r["tokens"]) for r in runs) == [
+        ("final", 1, 4096), ("final", 2, 4096), ("sweep", 1, 2048)]
+    final = next(r for r in runs if r["phase"] == "final")
+    assert final["curve"][-1]["tokens"] == 4096 and final["curve"][-1]["flops"] == 4096 * final["train_flops_per_token"]
+    assert 0 < final["test"]["loss"] < 16 and final["valid"]["loss"] < 16
+    assert final["macs_per_token"] > 0 and final["non_embedding_params"] > 0
+    assert not list((tmp_path / "work" / "runs").glob("*/*/*/checkpoints/*.pt"))  # removed once scored
+    capsys.readouterr()
+    study.main(argv + ["--plan"])
+    assert capsys.readouterr().out == ""
+    first = (tmp_path / "results" / "quality-study.md").read_text()
+    study.main(argv)  # nothing left to run: only renders
+    assert (tmp_path / "results" / "quality-study.md").read_text().split("\n", 1)[1] == first.split("\n", 1)[1]

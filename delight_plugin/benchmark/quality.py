@@ -1,18 +1,16 @@
-"""Quality per compute: read the fairseq-train and fairseq-eval-lm logs that
-``scripts/quality_per_compute.sh`` writes (one directory per architecture), and turn them into
-a JSON, a markdown table, one figure of validation perplexity against wall time and against
-tokens seen, all architectures together, and the TensorBoard curves of the same runs.
-
-    python -m delight_plugin.benchmark.quality --runs-dir RUNS --output-dir OUT [--budget-minutes M]
+"""The quality study's results: read fairseq-train's json log and fairseq-eval-lm's output, then
+aggregate runs into tables (mean and spread over seeds) and curves against training tokens,
+training FLOPs and training seconds. ``study.py`` runs the study; this module only reads and writes.
 """
-import argparse
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Dict, List, Optional
 
 EVAL_LINE = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
+PARAMS_LINE = re.compile(r"num\. shared model params: ([\d,]+)")
 
 
 def json_records(log: str, kind: str) -> List[dict]:
@@ -21,77 +19,152 @@ def json_records(log: str, kind: str) -> List[dict]:
     return [json.loads(line[line.index("{"):]) for line in log.splitlines() if marker in line and "{" in line]
 
 
-def valid_curve(train_log: str) -> List[dict]:
-    """One point per validation: wall seconds and tokens seen at the update it was run after.
+def last_by_update(records: List[dict], key: str) -> Dict[int, dict]:
+    """One record per update, the last one logged: a resumed run repeats the updates after its
+    last checkpoint, and the repeat is what the finished model went through."""
+    return {int(rec[key]): rec for rec in records}
 
-    Wall time comes from the last ``train_inner`` record at or before the validation's update
-    (run with ``--log-interval`` equal to ``--validate-interval-updates``), tokens seen from the
-    sum of the words per batch of every logged interval."""
-    marks, tokens, last_update = [], 0.0, 0
-    for rec in json_records(train_log, "train_inner"):
-        updates = int(rec["num_updates"])
-        tokens += float(rec["wpb"]) * (updates - last_update)
-        last_update = updates
-        marks.append((updates, float(rec["wall"]), tokens))
-    points = {}  # by update: the end-of-training validation may repeat the last interval's
-    for rec in json_records(train_log, "valid"):
-        updates = int(rec["valid_num_updates"])
+
+def valid_curve(train_log: str, flops_per_token: float = 0.0) -> List[dict]:
+    """One point per validation: training tokens, training seconds (fairseq's ``train_wall``,
+    which leaves validation and checkpointing out) and FLOPs at the update it follows."""
+    inner = last_by_update(json_records(train_log, "train_inner"), "num_updates")
+    marks, tokens, seconds, last = [], 0.0, 0.0, 0
+    for updates in sorted(inner):
+        rec = inner[updates]
+        tokens += float(rec["wpb"]) * (updates - last)
+        seconds += float(rec["train_wall"])
+        last = updates
+        marks.append((updates, tokens, seconds))
+    points = []
+    for updates, rec in sorted(last_by_update(json_records(train_log, "valid"), "valid_num_updates").items()):
         before = [m for m in marks if m[0] <= updates]
         if before:
-            _, wall, seen = before[-1]
-            points[updates] = {"updates": updates, "wall_seconds": wall, "tokens": seen,
-                               "valid_ppl": float(rec["valid_ppl"])}
-    return [points[u] for u in sorted(points)]
+            _, seen, spent = before[-1]
+            points.append({"updates": updates, "tokens": seen, "train_seconds": spent,
+                           "flops": seen * flops_per_token, "valid_loss": float(rec["valid_loss"])})
+    return points
 
 
-def eval_ppl(log_path: Path) -> Optional[float]:
-    if not log_path.exists():
-        return None
-    match = EVAL_LINE.findall(log_path.read_text())
-    return float(match[-1][1]) if match else None
+def eval_score(output: str) -> Optional[dict]:
+    """fairseq-eval-lm's last 'Loss (base 2): L, Perplexity: P' as {"loss": L, "ppl": P}."""
+    match = EVAL_LINE.findall(output)
+    return {"loss": float(match[-1][0]), "ppl": float(match[-1][1])} if match else None
 
 
-def collect(runs_dir: Path, archs: Optional[List[str]] = None) -> List[dict]:
-    """One record per run directory (only those named in ``archs`` when given: the directory may
-    hold runs of an earlier invocation)."""
-    runs = []
-    for run in sorted(p for p in runs_dir.iterdir() if (p / "train.log").exists() and (archs is None or p.name in archs)):
-        log = (run / "train.log").read_text()
-        params = re.search(r"num\. shared model params: ([\d,]+)", log)
-        curve = valid_curve(log)
-        inner = json_records(log, "train_inner")
-        runs.append({
-            "arch": run.name,
-            "params": int(params.group(1).replace(",", "")) if params else None,
-            "updates": int(inner[-1]["num_updates"]) if inner else 0,
-            "wall_seconds": float(inner[-1]["wall"]) if inner else None,
-            "tokens": curve[-1]["tokens"] if curve else None,
-            "best_valid_ppl": min((p["valid_ppl"] for p in curve), default=None),
-            "valid_ppl": eval_ppl(run / "eval_valid.log"),
-            "test_ppl": eval_ppl(run / "eval_test.log"),
-            "curve": curve,
-            "failed": (run / "FAILED").read_text().strip() if (run / "FAILED").exists() else None,
-        })
-    return runs
+def logged_params(train_log: str) -> Optional[int]:
+    match = PARAMS_LINE.search(train_log)
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def reported(loss_base2: float, unit: str) -> float:
+    """A base-2 loss as the regime reports it: word perplexity, or bits per character."""
+    return 2 ** loss_base2 if unit == "ppl" else loss_base2
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------
+
+def spread(values: List[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarise(runs: List[dict], unit: str) -> Dict[str, dict]:
+    """Per variant: the sweep (lr -> valid) and the final runs' mean and spread over seeds."""
+    summary: Dict[str, dict] = {}
+    for run in runs:
+        if not run.get("valid"):
+            continue
+        row = summary.setdefault(run["variant"], {"sweep": {}, "final": [], "params": run.get("params"),
+                                                  "non_embedding_params": run.get("non_embedding_params"),
+                                                  "macs_per_token": run.get("macs_per_token")})
+        if run["phase"] == "sweep":
+            row["sweep"][f"{run['lr']:g}"] = reported(run["valid"]["loss"], unit)
+        else:
+            row["final"].append(run)
+    for row in summary.values():
+        finals = row.pop("final")
+        row["final_lr"] = finals[0]["lr"] if finals else None
+        row["seeds"] = sorted(r["seed"] for r in finals)
+        for split in ("valid", "test"):
+            values = [reported(r[split]["loss"], unit) for r in finals if r.get(split)]
+            row[split] = spread(values) if values else None
+        seconds = [r["train_seconds"] for r in finals if r.get("train_seconds")]
+        row["train_seconds"] = statistics.fmean(seconds) if seconds else None
+        row["final_tokens"] = finals[0]["tokens"] if finals else None
+    return summary
+
+
+def build_result(runs: List[dict], meta: dict, baseline: str) -> dict:
+    regimes = meta.get("regimes", {})
+    return {"meta": meta, "baseline": baseline, "runs": runs,
+            "summary": {name: summarise([r for r in runs if r["regime"] == name], regime["unit"])
+                        for name, regime in regimes.items()}}
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown and figures
+# --------------------------------------------------------------------------------------------
+
+def _num(value, fmt="{:,.2f}"):
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def _with_spread(stats: Optional[dict], fmt: str) -> str:
+    if not stats:
+        return "-"
+    if stats["n"] == 1:
+        return f"{fmt.format(stats['mean'])} (1 seed)"
+    return f"{fmt.format(stats['mean'])} ± {fmt.format(stats['std'])} ({fmt.format(stats['min'])}-{fmt.format(stats['max'])})"
 
 
 def markdown(result: dict) -> str:
-    meta = result["meta"]
-    lines = [f"{meta.get('corpus', 'WikiText-2')}, {meta.get('budget_minutes', '?')} minutes of fairseq-train per "
-             f"architecture (`--stop-time-hours`), size preset `{meta.get('size', '?')}`, on {meta.get('machine', '?')}; "
-             f"perplexity by fairseq-eval-lm on checkpoint_best.pt. Date: {meta.get('date', '?')}. "
-             f"Command: `{meta.get('command', '')}`.", "",
-             "| arch | params | updates | tokens seen | valid ppl | test ppl |", "|---|---|---|---|---|---|"]
-    for run in sorted(result["runs"], key=lambda r: (r["test_ppl"] is None, r["test_ppl"] or 0)):
-        def num(v, fmt="{:,.1f}"):
-            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
-        lines.append(f"| {run['arch']} | {num(run['params'], '{:,}')} | {run['updates']:,} | "
-                     f"{num(run['tokens'], '{:,.0f}')} | {num(run['valid_ppl'])} | "
-                     f"{num(run['test_ppl']) if not run['failed'] else 'failed: ' + run['failed'][:60]} |")
+    meta, baseline = result["meta"], result.get("baseline", "transformer_lm")
+    lines = [f"Command: `{meta.get('command', '')}`; {meta.get('date', '?')}; {meta.get('machine', '?')}, "
+             f"{meta.get('threads_per_run', '?')} torch thread(s) per run, {meta.get('jobs', 1)} run(s) at a time. "
+             f"Size preset `{meta.get('size', '?')}`; Adam (0.9, 0.98), weight decay 0.01, inverse-sqrt schedule with "
+             f"{meta.get('warmup_updates', '?')} warm-up updates, dropout {meta.get('dropout', '?')}, "
+             f"every variant at the same token budget.", ""]
+    for name, summary in result["summary"].items():
+        regime = meta["regimes"][name]
+        unit = regime["unit"]
+        fmt = "{:.1f}" if unit == "ppl" else "{:.3f}"
+        what = "word perplexity" if unit == "ppl" else "bits per character"
+        lines += [f"#### {name} level: WikiText-2, {regime['tokens_per_sample']} tokens per sample, {what}", "",
+                  f"Learning-rate sweep: valid {unit} after {regime['sweep_tokens']:,} training tokens, seed "
+                  f"{meta.get('seeds', [1])[0]} (fairseq-eval-lm on the whole validation set, no context window).", ""]
+        lrs = sorted({lr for row in summary.values() for lr in row["sweep"]}, key=float)
+        lines += ["| variant | " + " | ".join(f"lr {lr}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+        for variant, row in sorted(summary.items(), key=lambda kv: (kv[0] != baseline, kv[0])):
+            best = min(row["sweep"], key=row["sweep"].get) if row["sweep"] else None
+            cells = [(f"**{fmt.format(row['sweep'][lr])}**" if lr == best else fmt.format(row["sweep"][lr]))
+                     if lr in row["sweep"] else "-" for lr in lrs]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        finals = {v: row for v, row in summary.items() if row["valid"]}
+        lines += ["", f"Final runs: {regime['final_tokens']:,} training tokens at the best sweep learning rate; "
+                      f"mean ± standard deviation (lowest-highest) over seeds; fairseq-eval-lm with a context window "
+                      f"of {regime['tokens_per_sample'] // 2} tokens.", ""]
+        if not finals:
+            lines += ["(no final run has finished yet)", ""]
+            continue
+        base = finals.get(baseline, {}).get("test")
+        lines += [f"| variant | non-embedding params | MACs/token | lr | seeds | valid {unit} | test {unit} | test vs {baseline} | train s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for variant, row in sorted(finals.items(), key=lambda kv: kv[1]["test"]["mean"] if kv[1]["test"] else 1e9):
+            ratio = f"{row['test']['mean'] / base['mean']:.3f}x" if base and row["test"] else "-"
+            lines.append(f"| {variant} | {_num(row['non_embedding_params'], '{:,}')} | "
+                         f"{_num(row['macs_per_token'] / 1e6 if row['macs_per_token'] else None, '{:.2f}M')} | "
+                         f"{row['final_lr']:g} | {len(row['seeds'])} | {_with_spread(row['valid'], fmt)} | "
+                         f"{_with_spread(row['test'], fmt)} | {ratio} | {_num(row['train_seconds'], '{:,.0f}')} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> Path:
+def plot(result: dict, regime: str, path: Path) -> Optional[Path]:
+    """Valid loss of every final run (sweep runs where a variant has no final run yet) against
+    training tokens, training FLOPs and training seconds."""
     import logging
 
     import matplotlib
@@ -100,54 +173,48 @@ def plot(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_time, by_tokens) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for run in result["runs"]:
-        if not run["curve"]:
-            continue
-        width = 2.5 if run["arch"] == "transformer_lm" else 1.5
-        by_time.plot([p["wall_seconds"] / 60 for p in run["curve"]], [p["valid_ppl"] for p in run["curve"]],
-                     marker=".", linewidth=width, label=run["arch"])
-        by_tokens.plot([p["tokens"] for p in run["curve"]], [p["valid_ppl"] for p in run["curve"]],
-                       marker=".", linewidth=width, label=run["arch"])
-    for ax, xlabel in ((by_time, "wall time (minutes)"), (by_tokens, "training tokens seen")):
-        ax.set_yscale("log")
+    unit = result["meta"]["regimes"][regime]["unit"]
+    runs = [r for r in result["runs"] if r["regime"] == regime and r["curve"]]
+    if not runs:
+        return None
+    finals = {r["variant"] for r in runs if r["phase"] == "final"}
+    runs = [r for r in runs if r["phase"] == "final" or r["variant"] not in finals]
+    best_sweep = {}
+    for r in runs:
+        if r["phase"] == "sweep" and r.get("valid"):
+            if r["variant"] not in best_sweep or r["valid"]["loss"] < best_sweep[r["variant"]]["valid"]["loss"]:
+                best_sweep[r["variant"]] = r
+    runs = [r for r in runs if r["phase"] == "final" or best_sweep.get(r["variant"]) is r]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
+    colours = {}
+    for run in runs:
+        colour = colours.setdefault(run["variant"], f"C{len(colours) % 10}")
+        label = run["variant"] if run["seed"] == min(r["seed"] for r in runs if r["variant"] == run["variant"]) else None
+        width = 2.5 if run["variant"] == result.get("baseline") else 1.3
+        ys = [reported(p["valid_loss"], unit) for p in run["curve"]]
+        for ax, key in zip(axes, ("tokens", "flops", "train_seconds")):
+            ax.plot([p[key] for p in run["curve"]], ys, color=colour, linewidth=width, label=label,
+                    linestyle="-" if run["phase"] == "final" else "--")
+    for ax, xlabel in zip(axes, ("training tokens", "training FLOPs (6 x MACs per token)", "training seconds")):
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation perplexity")
         ax.grid(True, which="both", alpha=0.3)
-    by_time.legend(fontsize=8)
-    fig.suptitle(f"{result['meta'].get('corpus', 'WikiText-2')}: equal wall-clock budget "
-                 f"({result['meta'].get('budget_minutes', '?')} min per arch)")
+        if unit == "ppl":
+            ax.set_yscale("log")
+    axes[0].set_ylabel(f"validation {unit} (first {result['meta']['regimes'][regime]['valid_head_tokens']:,} tokens)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"WikiText-2 {regime} level: final runs (solid, every seed) or best sweep run (dashed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", required=True, help="one sub-directory per arch with train.log, eval_*.log")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--stem", default="quality")
-    parser.add_argument("--meta", default="{}", help="JSON object of run facts (budget, corpus, command, ...)")
-    parser.add_argument("--archs", nargs="*", help="report only these runs (default: every run directory)")
-    args = parser.parse_args(argv)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result = {"meta": json.loads(args.meta), "runs": collect(Path(args.runs_dir), args.archs)}
-    (out / f"{args.stem}.json").write_text(json.dumps(result, indent=1, sort_keys=True))
-    (out / f"{args.stem}.md").write_text(markdown(result))
-    try:
-        plot(result, out / f"{args.stem}.png")
-        from .tensorboard import plot_runs
-
-        logdirs = {p.parent.name: p for p in sorted(Path(args.runs_dir).glob("*/tensorboard"))
-                   if args.archs is None or p.parent.name in args.archs}
-        if logdirs:
-            plot_runs(logdirs, out / f"{args.stem}_tensorboard.png")
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot written")
-    print(markdown(result))
-
-
-if __name__ == "__main__":
-    main()
+def write_results(runs: List[dict], meta: dict, out_dir: Path, stem: str, baseline: str) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = build_result(runs, meta, baseline)
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+    text = markdown(result)
+    (out_dir / f"{stem}.md").write_text(text)
+    for regime in result["summary"]:
+        plot(result, regime, out_dir / f"{stem}-{regime}.png")
+    return text
