@@ -28,14 +28,22 @@ class Piece(NamedTuple):
     transform: Optional[Callable[[Tensor], Tensor]] = None
 
 
-def copy_weights(ours: nn.Module, theirs: nn.Module, pieces: List[Piece], constants: Sequence[str] = ()) -> None:
+def copy_weights(ours: nn.Module, theirs: nn.Module, pieces: List[Piece], constants: Sequence[str] = (),
+                 zero_ours: Sequence[str] = (), zero_theirs: Sequence[str] = ()) -> None:
     """Copy our parameters into ``theirs`` along ``pieces``; every parameter of theirs (except the
     fixed ``constants``, which the caller compares) must be written exactly once and every element of
-    each of our parameters read exactly once, with matching shapes."""
+    each of our parameters read exactly once, with matching shapes. A parameter that one side has and
+    the other has not (a bias) is set to zero on its side (``zero_ours`` / ``zero_theirs``): that is
+    the configuration where the two agree, and each such parameter is a declared difference."""
     our_params, their_params = dict(ours.named_parameters()), dict(theirs.named_parameters())
     reads = {name: torch.zeros(p.shape[0] if p.dim() else 1, dtype=torch.long) for name, p in our_params.items()}
-    written = []
+    written = list(zero_theirs)
     with torch.no_grad():
+        for name in zero_ours:
+            our_params[name].zero_()
+            reads[name] += 1
+        for name in zero_theirs:
+            their_params[name].zero_()
         for piece in pieces:
             source = our_params[piece.ours]
             rows = torch.arange(source.shape[0]) if piece.rows is None else torch.as_tensor(piece.rows)
@@ -164,6 +172,120 @@ def test_flash_chunked_equals_flash_pytorch_flash(rotary, token_shift, seq_len):
         expected = theirs.eval()(x)
     name = "FLASH chunked" + (" + rotary" if rotary else "") + (" + token shift" if token_shift else "")
     record(name, run_ours(ours, x), expected)
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Linformer attention against linformer-pytorch 0.19.3 (non-causal): our causal form at the last position
+# ---------------------------------------------------------------------------------------------------
+
+THEIR_METHOD = {"learnable": "learnable", "convolution": "convolution", "no-params": "no_params"}
+
+
+def our_linformer_layers(method: str, sharing: str, seq_len: int, slots: int, dim: int, heads: int, layers: int):
+    """Our attention layers as linformer_lm builds them for ``--linformer-sharing`` (max positions = n)."""
+    from delight_plugin.modules.linformer import CausalLinformerAttention, SequenceCompression
+    torch.manual_seed(4)  # the no-params buffer is drawn at construction
+
+    def compression(matrices):
+        return SequenceCompression(method, slots, seq_len, dim // heads, matrices)
+
+    shared = compression(1) if sharing == "layerwise" else None
+    built = []
+    for _ in range(layers):
+        if shared is not None:
+            keys = values = shared
+        else:
+            keys = compression(heads if sharing == "none" else 1)
+            values = keys if sharing == "kv" else compression(heads if sharing == "none" else 1)
+        built.append(CausalLinformerAttention(dim, heads, keys, values, chunk_size=5))
+    return randomise(nn.ModuleList(built).double(), seed=5)
+
+
+def linformer_pieces(ours: nn.ModuleList, method: str, sharing: str, seq_len: int, dim: int, heads: int):
+    """Per layer: their to_q/to_k/to_v[h] are head h's rows of our qkv_proj, w_o our out_proj, and
+    each head's E (F) our compression of that head (or the shared one), scaled to the last position:
+    ours divides learned/random slots by sqrt(n) and averages convolution blocks over their length."""
+    head_dim = dim // heads
+    pieces, zero_ours, zero_theirs = [], [], []
+    seen = set()
+    for layer, attention in enumerate(ours):
+        mine, their = f"{layer}.", f"{layer}."
+        for part, offset in (("q", 0), ("k", dim), ("v", 2 * dim)):
+            for h in range(heads):
+                pieces.append(Piece(f"{their}to_{part}.{h}.weight", f"{mine}qkv_proj.weight",
+                                    rows(offset + h * head_dim, offset + (h + 1) * head_dim)))
+        zero_ours.append(f"{mine}qkv_proj.bias")  # their q/k/v projections have no bias
+        pieces += [Piece(f"{their}w_o.weight", f"{mine}out_proj.weight"), Piece(f"{their}w_o.bias", f"{mine}out_proj.bias")]
+        if method == "no-params":
+            continue  # fixed tensors, copied by set_fixed_projections
+        for letter, compression in (("E", attention.key_compression), ("F", attention.value_compression)):
+            for h in range(heads):
+                matrix = h if matrices(compression) > 1 else 0
+                key = (id(compression), matrix)
+                if key in seen:
+                    continue  # shared with an earlier head, layer or with the keys: their one module too
+                seen.add(key)
+                name = f"{their}heads.{h}.{letter}"
+                if method == "learnable":
+                    pieces.append(Piece(f"{name}.weight", _param_name(ours, compression, "weight"), [matrix],
+                                        lambda t: t[0] / math.sqrt(seq_len)))
+                else:
+                    block = compression.block
+                    pieces.append(Piece(f"{name}.weight", _param_name(ours, compression, "mix"), [matrix],
+                                        lambda t, b=block: t[0].permute(2, 1, 0) / b))
+                zero_theirs.append(f"{name}.bias")  # their E/F (Linear or Conv1d) have a bias
+    return pieces, zero_ours, zero_theirs
+
+
+def matrices(compression) -> int:
+    """How many heads own a separate E (1 = shared); the convolution's E is a fixed 0/1 block matrix."""
+    return (compression.mix if compression.block else compression.weight).shape[0]
+
+
+def _param_name(root: nn.Module, module: nn.Module, attribute: str) -> str:
+    target = getattr(module, attribute)
+    return next(name for name, p in root.named_parameters() if p is target)
+
+
+def set_fixed_projections(ours: nn.ModuleList, theirs: nn.ModuleList, seq_len: int, heads: int) -> None:
+    """no-params: their E, F are plain tensors [n, k] (K^T @ E); ours are buffers [matrices, k, n]."""
+    for attention, their_layer in zip(ours, theirs):
+        for h, head in enumerate(their_layer.heads):
+            for letter, compression in (("E", attention.key_compression), ("F", attention.value_compression)):
+                matrix = compression.weight[h if matrices(compression) > 1 else 0]
+                setattr(head, letter, (matrix.T / math.sqrt(seq_len)).clone())
+
+
+@pytest.mark.parametrize("sharing", ["none", "headwise", "kv", "layerwise"])
+@pytest.mark.parametrize("method", ["learnable", "convolution", "no-params"])
+def test_linformer_last_position_equals_linformer_pytorch(method, sharing):
+    """Our causal compression K~_i = sum_{s<=i} E[:, s] k_s is the full E K at the last position
+    i = n-1, where the query sees the whole sequence: there our output must equal the non-causal
+    Linformer's (their E, F = ours / sqrt(n) for learned and random E, their convolution kernel = our
+    channel mixing / block length; their E/F bias and our q/k/v bias zero). Two layers, so that
+    layerwise sharing is one E across layers (and across keys and values)."""
+    linformer_pytorch = pytest.importorskip("linformer_pytorch",
+                                            reason="linformer-pytorch==0.19.3 (pip install -e .[test])")
+    from linformer_pytorch.linformer_pytorch import MHAttention, get_EF
+    dim, heads, slots, layers = 16, 2, 4, 2
+    for seq_len in (12, 16):  # convolution blocks of 3 and 4 positions
+        ours = our_linformer_layers(method, sharing, seq_len, slots, dim, heads, layers)
+        shared = get_EF(seq_len, slots, THEIR_METHOD[method], dim // heads) if sharing == "layerwise" else None
+        theirs = nn.ModuleList(
+            MHAttention(seq_len, dim // heads, dim, slots, heads, 0.0, "C0", sharing, shared, shared, False, None,
+                        method=THEIR_METHOD[method]) for _ in range(layers)).double()
+        if isinstance(shared, Tensor):
+            shared = None
+        pieces, zero_ours, zero_theirs = linformer_pieces(ours, method, sharing, seq_len, dim, heads)
+        copy_weights(ours, theirs, pieces, zero_ours=zero_ours, zero_theirs=zero_theirs)
+        if method == "no-params":
+            set_fixed_projections(ours, theirs, seq_len, heads)
+        x = torch.randn(3, seq_len, dim, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        for attention, their_layer in zip(ours, theirs):
+            with torch.no_grad():
+                expected = their_layer.eval()(x)[:, -1]
+            record(f"Linformer {method} / {sharing}", run_ours(attention, x)[:, -1], expected)
 
 
 if __name__ == "__main__":
