@@ -288,6 +288,72 @@ def test_linformer_last_position_equals_linformer_pytorch(method, sharing):
             record(f"Linformer {method} / {sharing}", run_ours(attention, x)[:, -1], expected)
 
 
+
+# ---------------------------------------------------------------------------------------------------
+# Hourglass shortening / upsampling against hourglass-transformer-pytorch 0.0.6 (naive and linear)
+# ---------------------------------------------------------------------------------------------------
+
+class NormAfter(nn.Module):
+    """Their valley followed by the LayerNorm our level applies to its shortened tokens (their valley
+    has no final norm); ``inner`` None = no valley layers."""
+
+    def __init__(self, dim: int, inner: Optional[nn.Module] = None):
+        super().__init__()
+        self.inner, self.norm = inner, nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return self.norm(x if self.inner is None else self.inner(x, mask=mask))
+
+
+def our_level(dim: int, factor: int, input_stride: int, kind: str, layers=()):
+    from delight_plugin.modules.hourglass import (AvgPooling, HourglassLevel, LinearPooling, LinearUpsampling,
+                                                  RepeatUpsampling)
+    shorten = AvgPooling() if kind == "naive" else LinearPooling(dim, factor)
+    upsample = RepeatUpsampling(factor) if kind == "naive" else LinearUpsampling(dim, factor)
+    return HourglassLevel(dim, factor, input_stride, list(layers), shorten, upsample, None, dropout=0.0)
+
+
+def hourglass_pieces(kind: str, ours_prefix: str, theirs_prefix: str) -> List[Piece]:
+    pieces = [Piece(f"{theirs_prefix}valley_transformer.norm.weight", f"{ours_prefix}norm.weight"),
+              Piece(f"{theirs_prefix}valley_transformer.norm.bias", f"{ours_prefix}norm.bias")]
+    if kind == "linear":
+        for theirs, ours in (("downsample", "shorten"), ("upsample", "upsample")):
+            pieces += [Piece(f"{theirs_prefix}{theirs}.proj.{p}", f"{ours_prefix}{ours}.proj.{p}") for p in ("weight", "bias")]
+    return pieces
+
+
+@pytest.mark.parametrize("kind", ["naive", "linear"])
+@pytest.mark.parametrize("factors", [(3,), (2, 3)])
+def test_hourglass_level_equals_hourglass_transformer_pytorch(kind, factors):
+    """Causal shift by k-1, pooling (mean / concatenate + linear), upsampling (repeat / linear + reshape)
+    and the residual, for one level and for a level nested in another (shortening 2 then 3). The valleys
+    hold no layers, only the norm our level applies to its shortened tokens (``NormAfter``). Lengths
+    are multiples of the total shortening: their pad_to_multiple uses ``math`` without importing it."""
+    package = pytest.importorskip("hourglass_transformer_pytorch",
+                                  reason="hourglass-transformer-pytorch==0.0.6 (pip install -e .[test])")
+    dim, seq_len = 8, 36
+    inner = None
+    if len(factors) == 2:
+        inner = our_level(dim, factors[1], factors[0], kind)
+    ours = randomise(our_level(dim, factors[0], 1, kind, [inner] if inner is not None else ()).double(), seed=7)
+    depth = (0, 0, 0) if len(factors) == 1 else (0, (0, 0, 0), 0)
+    theirs = package.HourglassTransformer(dim, depth=depth, shorten_factor=factors if len(factors) > 1 else factors[0],
+                                          attn_resampling=False, updown_sample_type=kind, causal=True)
+    pieces = hourglass_pieces(kind, "", "")
+    if inner is not None:  # their inner hourglass, then our outer level's norm
+        theirs.valley_transformer.valley_transformer = NormAfter(dim)
+        theirs.valley_transformer = NormAfter(dim, theirs.valley_transformer)
+        pieces += hourglass_pieces(kind, "layers.0.", "valley_transformer.inner.")
+    else:
+        theirs.valley_transformer = NormAfter(dim)
+    theirs = theirs.double()
+    copy_weights(ours, theirs, pieces)
+    x = torch.randn(2, seq_len, dim, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    with torch.no_grad():
+        expected = theirs.eval()(x)
+    record(f"Hourglass {kind} x{'x'.join(map(str, factors))}", run_ours(ours, x), expected)
+
+
 if __name__ == "__main__":
     import sys
     code = pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]])
