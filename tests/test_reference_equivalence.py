@@ -354,6 +354,65 @@ def test_hourglass_level_equals_hourglass_transformer_pytorch(kind, factors):
     record(f"Hourglass {kind} x{'x'.join(map(str, factors))}", run_ours(ours, x), expected)
 
 
+
+# ---------------------------------------------------------------------------------------------------
+# Primer-EZ multi-DConv-head attention against labml-nn 0.5.1's three convolution variants
+# ---------------------------------------------------------------------------------------------------
+
+LABML_VARIANTS = {  # our --primer-conv-variant -> labml's attention and convolution classes (module, names)
+    "per-channel": ("labml_nn.transformers.primer_ez.variations", "MultiDPHConvHeadAttention",
+                    "SpatialDepthWisePerHeadConvolution"),
+    "per-head-dim": ("labml_nn.transformers.primer_ez", "MultiDConvHeadAttention", "SpatialDepthWiseConvolution"),
+    "shared": ("labml_nn.transformers.primer_ez.variations", "MultiDSharedConvHeadAttention",
+               "SpatialDepthWiseSharedConvolution"),
+}
+LABML_INSTALL = "pip install --no-deps labml-nn==0.5.1 labml==0.4.168"
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("variant", sorted(LABML_VARIANTS))
+def test_dconv_attention_equals_labml_primer_ez(variant, kernel_size):
+    """Causal softmax attention whose q, k, v pass through a causal depthwise convolution along time:
+    per channel of every head (the official Primer code; labml's MultiDPHConvHeadAttention), per head
+    dimension shared by the heads (labml's MultiDConvHeadAttention), or one kernel (labml's
+    MultiDSharedConvHeadAttention). Their convolutions have a bias, ours not: theirs is zeroed.
+    labml-nn declares torchvision/torchtext/fairscale as requirements, so it is not in the test extra;
+    LABML_INSTALL installs it without them (it imports with pyyaml and numpy; labml 0.5.x lacks the
+    ``tracker.debug`` that labml-nn 0.5.1 calls)."""
+    import importlib
+    pytest.importorskip("labml_nn", reason=f"labml-nn is not installed ({LABML_INSTALL}; its declared "
+                                           "requirements pull torchvision, torchtext and fairscale)")
+    from labml import tracker
+    if not hasattr(tracker, "debug"):
+        pytest.skip(f"this labml has no tracker.debug, which labml-nn 0.5.1 calls: {LABML_INSTALL}")
+    from delight_plugin.modules.dconv import MultiDConvHeadAttention
+    module_name, attention_name, conv_name = LABML_VARIANTS[variant]
+    module = importlib.import_module(module_name)
+    dim, heads, seq_len = 16, 2, 11
+    ours = randomise(MultiDConvHeadAttention(dim, heads, kernel_size=kernel_size, conv_variant=variant).double(),
+                     seed=9)
+    theirs = getattr(module, attention_name)(heads, dim, dropout_prob=0.0)
+    conv_args = {"per-channel": (heads, dim // heads), "per-head-dim": (dim // heads,), "shared": ()}[variant]
+    for projection in (theirs.query, theirs.key, theirs.value):  # their attention fixes kernel size 3
+        projection[1] = getattr(module, conv_name)(*conv_args, kernel_size=kernel_size)
+    theirs = theirs.double()
+    pieces, zero_theirs = [], []
+    for p, part in enumerate(("query", "key", "value")):
+        block = rows(p * dim, (p + 1) * dim)
+        pieces += [Piece(f"{part}.0.linear.weight", "qkv_proj.weight", block),
+                   Piece(f"{part}.0.linear.bias", "qkv_proj.bias", block),
+                   Piece(f"{part}.1.conv.weight", "conv.weight", [p], lambda t: t[0].unsqueeze(1))]
+        zero_theirs.append(f"{part}.1.conv.bias")
+    pieces += [Piece("output.weight", "out_proj.weight"), Piece("output.bias", "out_proj.bias")]
+    copy_weights(ours, theirs, pieces, zero_theirs=zero_theirs)
+    x = torch.randn(3, seq_len, dim, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()[:, :, None]  # [query, key, batch]
+    with torch.no_grad():
+        time_first = x.transpose(0, 1)
+        expected = theirs.eval()(query=time_first, key=time_first, value=time_first, mask=causal).transpose(0, 1)
+    record(f"Primer DConv {variant} (kernel {kernel_size})", run_ours(ours, x), expected)
+
+
 if __name__ == "__main__":
     import sys
     code = pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]])
