@@ -248,7 +248,7 @@ def test_memorises_a_few_hundred_pairs(tmp_path):
                         "--arch", "delight_transformer", "--delight-emb-map-dim", "64", "--delight-emb-out-dim", "128",
                         "--delight-enc-layers", "3", "--delight-dec-layers", "3", "--share-all-embeddings",
                         "--share-decoder-input-output-embed", "--dropout", "0", "--attention-dropout", "0",
-                        "--pe-dropout", "0", "--ffn-dropout", "0", "--delight-emb-dropout", "0",
+                        "--pe-dropout", "0", "--ffn-dropout", "0", "--delight-emb-dropout", "0", "--delight-dropout", "0",
                         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.005",
                         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "30", "--max-tokens", "4096",
                         "--max-update", "150", "--save-interval", "100000", "--save-dir", tmp_path / "ckpt",
