@@ -3,7 +3,7 @@
 Our float64 references elsewhere are written from the papers by us, so they could share our
 misreadings; here each module is compared with an independent public implementation instead:
 flash-pytorch (GAU, FLASH), linformer-pytorch (Linformer attention), hourglass-transformer-pytorch
-(shortening / upsampling) and the official Primer formulas. Every comparison is float64, eval mode,
+(shortening / upsampling) and labml-nn (Primer-EZ's multi-DConv-head attention). Every comparison is float64, eval mode,
 with a checked one-to-one weight mapping (``copy_weights``: every parameter of theirs is written once,
 every element of ours read once) and in the configuration where the mathematics is meant to agree; the
 intentional differences are listed in each design's doc. A test skips when its package is missing.
