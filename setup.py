@@ -10,7 +10,15 @@ CORE = [
     "sacrebleu>=2.0",
     "sentencepiece>=0.1.99",
 ]
-TEST = ["pytest>=7", "pytest-xdist>=3", "tensorboardX>=2.6", "matplotlib>=3.5"]  # the benchmark tests check the plots
+# The peers of tests/test_reference_equivalence.py: small pure-Python packages (torch, einops, matplotlib).
+# labml-nn is not here: it declares torchvision, torchtext and fairscale (see that test for its install).
+REFERENCE_PEERS = [
+    "flash-pytorch==0.1.9",
+    "rotary-embedding-torch>=0.1.5",
+    "linformer-pytorch==0.19.3",
+    "hourglass-transformer-pytorch==0.0.6",
+]
+TEST = ["pytest>=7", "pytest-xdist>=3", "tensorboardX>=2.6", "matplotlib>=3.5"] + REFERENCE_PEERS  # plots: benchmark tests
 BENCH = [
     "matplotlib>=3.5",
     "tensorboardX>=2.6",

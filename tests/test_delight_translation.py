@@ -248,7 +248,7 @@ def test_memorises_a_few_hundred_pairs(tmp_path):
                         "--arch", "delight_transformer", "--delight-emb-map-dim", "64", "--delight-emb-out-dim", "128",
                         "--delight-enc-layers", "3", "--delight-dec-layers", "3", "--share-all-embeddings",
                         "--share-decoder-input-output-embed", "--dropout", "0", "--attention-dropout", "0",
-                        "--pe-dropout", "0", "--ffn-dropout", "0", "--delight-emb-dropout", "0",
+                        "--pe-dropout", "0", "--ffn-dropout", "0", "--delight-emb-dropout", "0", "--delight-dropout", "0",
                         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.005",
                         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "30", "--max-tokens", "4096",
                         "--max-update", "150", "--save-interval", "100000", "--save-dir", tmp_path / "ckpt",
@@ -261,3 +261,56 @@ def test_memorises_a_few_hundred_pairs(tmp_path):
     assert len(re.findall(r"^H-", gen.stdout, re.M)) == count, "fairseq-generate skipped some pairs"
     bleu = float(re.search(r"BLEU = ([\d.]+)", gen.stdout + gen.stderr).group(1))
     assert bleu > 60, f"BLEU {bleu} on the {count} training pairs"
+
+
+def reference_scaled_dropout(base, dim, reference_dim, cap):
+    """The reference's expression (delight_transformer.py): round(b / (ref / d_m), 2), bounded to [0, cap]."""
+    return max(0, min(cap, round(base / (float(reference_dim) / dim), 2)))
+
+
+def test_scaled_dropouts_round_as_the_reference_for_d_m_64_to_1024():
+    from delight_plugin.modules.delight.config import scaled_dropout
+    naive_differs = []
+    for dim in range(64, 1025, 32):
+        for base, reference_dim, cap in [(0.3, 1024, 0.3), (0.1, 1024, 0.1), (0.3, 512, 0.3), (0.1, 512, 0.1),
+                                         (0.1, 1024, 0.3)]:
+            assert scaled_dropout(base, dim, reference_dim, cap) == reference_scaled_dropout(base, dim, reference_dim,
+                                                                                             cap), (base, dim)
+            if round(base * dim / reference_dim, 2) != reference_scaled_dropout(base, dim, reference_dim, cap):
+                naive_differs.append((base, dim, reference_dim))
+    # the sweep does tell the two orders apart: the cases the comparison found are among these
+    assert {(0.3, 768, 1024), (0.3, 384, 512)} <= set(naive_differs)
+    for arch, dim in [("delight_transformer_wmt16_en_ro", 768), ("delight_transformer_wmt14_en_de", 768),
+                      ("delight_transformer_iwslt_de_en", 384)]:
+        args = named_args(arch, ["--delight-emb-out-dim", str(dim)])
+        assert (args.dropout, args.ffn_dropout) == (0.23, 0.23), arch
+
+
+def test_base_arch_delight_dropout_is_the_references_0_1(tmp_path):
+    model, _ = build(TINY, tmp=tmp_path)
+    for dextra in (model.encoder.layers[0].dextra, model.decoder.layers[1].dextra, model.encoder.input_transform.dextra):
+        assert {m.p for m in dextra.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+
+
+@pytest.mark.parametrize("alias,original", [("delight_transformer_wmt14_de_en", "delight_transformer_wmt14_en_de"),
+                                            ("delight_transformer_wmt14_fr_en", "delight_transformer_wmt14_en_fr"),
+                                            ("delight_transformer_iwslt_en_de", "delight_transformer_iwslt_de_en"),
+                                            ("delight_transformer_wmt16_ro_en", "delight_transformer_wmt16_en_ro")])
+def test_reverse_direction_archs_are_registered_as_the_reference(alias, original):
+    from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
+    named_args(original)  # imports the plugin
+    assert ARCH_MODEL_REGISTRY[alias] is ARCH_MODEL_REGISTRY[original]
+    assert ARCH_CONFIG_REGISTRY[alias] is ARCH_CONFIG_REGISTRY[original]
+    flags = ["--delight-emb-out-dim", "384"]
+    assert vars(named_args(alias, flags)) == {**vars(named_args(original, flags)), "arch": alias}
+
+
+def test_learned_positions_have_one_row_fewer_than_the_reference(tmp_path):
+    """Declared difference: positions start at 0 here (1,025 rows for 1,024 positions); the reference's
+    fairseq LearnedPositionalEmbedding starts after the padding index (1,026 rows), d_m parameters more."""
+    model, _ = build(TINY + ["--encoder-learned-pos", "--decoder-learned-pos"], tmp=tmp_path)
+    for embedder, max_positions in [(model.encoder.embedder, model.encoder.max_positions()),
+                                    (model.decoder.embedder, model.decoder.max_positions())]:
+        rows = [p for p in embedder.embed_positions.parameters()]
+        assert len(rows) == 1 and rows[0].shape == (max_positions + 1, 64)
+        assert max_positions == 1024 and rows[0].shape[0] == 1026 - 1  # reference: max + padding_idx (1) + 1

@@ -54,6 +54,7 @@ class DeLighTTransformerConfig(FairseqDataclass, DeLighTCommonConfig):
     delight_dec_ffn_red: int = field(default=4, metadata={"help": "decoder: light FFN reduction factor r"})
     delight_dec_max_groups: Optional[int] = field(
         default=None, metadata={"help": "decoder: maximum GLT groups (default: 2^ceil(log2(d_m/32)))"})
+    delight_dropout: float = field(default=0.1, metadata={"help": "dropout after every layer inside DExTra"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on attention outputs (residual branches)"})
     attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
@@ -285,26 +286,26 @@ def _named(args, dim_default: int, dropout_base: float, dropout_ref: int, deligh
     args.delight_dropout = safe_getattr(args, "delight_dropout", scaled(0.1, dim, 512, 0.1) if delight_scaled else 0.0)
 
 
+# Each pair of names is registered twice, as the reference does (the reverse direction is an alias).
 @register_model_architecture("delight_transformer", "delight_transformer_wmt16_en_ro")
+@register_model_architecture("delight_transformer", "delight_transformer_wmt16_ro_en")
 def delight_transformer_wmt16_en_ro(args):
     _named(args, 512, 0.3, 1024, delight_scaled=True)
 
 
-@register_model_architecture("delight_transformer", "delight_transformer_wmt16_ro_en")
-def delight_transformer_wmt16_ro_en(args):
-    _named(args, 512, 0.3, 1024, delight_scaled=True)
-
-
 @register_model_architecture("delight_transformer", "delight_transformer_wmt14_en_de")
+@register_model_architecture("delight_transformer", "delight_transformer_wmt14_de_en")
 def delight_transformer_wmt14_en_de(args):
     _named(args, 512, 0.3, 1024, delight_scaled=False)
 
 
 @register_model_architecture("delight_transformer", "delight_transformer_wmt14_en_fr")
+@register_model_architecture("delight_transformer", "delight_transformer_wmt14_fr_en")
 def delight_transformer_wmt14_en_fr(args):
     _named(args, 512, 0.1, 1024, delight_scaled=False)
 
 
 @register_model_architecture("delight_transformer", "delight_transformer_iwslt_de_en")
+@register_model_architecture("delight_transformer", "delight_transformer_iwslt_en_de")
 def delight_transformer_iwslt_de_en(args):
     _named(args, 512, 0.3, 512, delight_scaled=True, share_all=False)

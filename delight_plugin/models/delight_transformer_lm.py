@@ -18,7 +18,8 @@ from torch import nn
 from ..modules.delight import ACT_TYPES, NORM_TYPES, DeLighTBlock, RecurrentDropout, build_norm
 from ..modules.delight import config as delight_config
 from ..modules.delight import macs
-from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error
+from ..modules.delight.adaptive_input import BandScaledAdaptiveInput
+from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error, cutoffs
 
 
 @dataclass
@@ -91,7 +92,7 @@ class DeLighTLanguageModel(EfficientLanguageModel):
         model = super().build_model(cfg, task)
         decoder = model.decoder
         if cfg.adaptive_input:
-            decoder.embed_scale = 1.0  # the reference does not scale adaptive inputs
+            decoder.embed_scale = 1.0  # the bands scale themselves (BandScaledAdaptiveInput), as the reference
         if decoder.project_out_dim is None and cfg.adaptive_softmax_cutoff is not None \
                 and cfg.decoder_embed_dim != cfg.delight_emb_map_dim:
             # The skeleton (like fairseq) drops this projection when adaptive weights are tied; the
@@ -103,6 +104,12 @@ class DeLighTLanguageModel(EfficientLanguageModel):
                 # so that identical training gives identical checkpoints.
                 buffer.zero_()
         return model
+
+    @classmethod
+    def build_adaptive_input(cls, cfg, vocab_size, padding_idx, input_dim):
+        """The reference's adaptive input: band i scaled by sqrt(its width) unless --no-scale-embedding."""
+        return BandScaledAdaptiveInput(vocab_size, padding_idx, input_dim, cfg.adaptive_input_factor, input_dim,
+                                       cutoffs(cfg.adaptive_input_cutoff), scale=not cfg.no_scale_embedding)
 
     @classmethod
     def build_input_transform(cls, cfg):

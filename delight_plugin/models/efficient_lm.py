@@ -85,9 +85,7 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         self.padding_idx = dictionary.pad()
 
         if cfg.adaptive_input:
-            self.embed_tokens = AdaptiveInput(
-                len(dictionary), self.padding_idx, input_dim, cfg.adaptive_input_factor,
-                input_dim, cutoffs(cfg.adaptive_input_cutoff), 0.0, 8)
+            self.embed_tokens = model_cls.build_adaptive_input(cfg, len(dictionary), self.padding_idx, input_dim)
         else:
             self.embed_tokens = nn.Embedding(len(dictionary), input_dim, self.padding_idx)
             nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=input_dim**-0.5)
@@ -190,6 +188,12 @@ class EfficientLanguageModel(FairseqLanguageModel):
         if input_dim == cfg.decoder_embed_dim:
             return None
         return nn.Linear(input_dim, cfg.decoder_embed_dim, bias=False)
+
+    @classmethod
+    def build_adaptive_input(cls, cfg, vocab_size: int, padding_idx: int, input_dim: int) -> nn.Module:
+        """The ``--adaptive-input`` look-up table (fairseq's ``AdaptiveInput``, no per-band scaling)."""
+        return AdaptiveInput(vocab_size, padding_idx, input_dim, cfg.adaptive_input_factor, input_dim,
+                             cutoffs(cfg.adaptive_input_cutoff), 0.0, 8)
 
     @classmethod
     def build_embedding_dropout(cls, cfg) -> nn.Module:

@@ -19,8 +19,10 @@ def default_max_groups(dim: int) -> int:
 
 
 def scaled_dropout(base: float, dim: int, reference_dim: int, cap: float) -> float:
-    """The named archs' d_m-scaled dropouts: clip(round(base * d_m / reference_dim, 2), 0, cap)."""
-    return min(max(round(base * dim / reference_dim, 2), 0.0), cap)
+    """The named archs' d_m-scaled dropouts, in the reference's floating-point order:
+    clip(round(base / (reference_dim / d_m), 2), 0, cap). ``round(base * d_m / reference_dim, 2)`` is the
+    same number on paper but not in floating point (0.22 instead of 0.23 for 0.3 at d_m 768 of 1024)."""
+    return max(0.0, min(cap, round(base / (reference_dim / dim), 2)))
 
 
 def group_schedule(cfg) -> str:
