@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the README's "Results" section from the committed JSON files in benchmarks/results, so
 no number is ever typed by hand. Benchmarks (benchmark*.json) give the speed/memory tables, the
-ratio summary and plots; quality*.json gives the equal-budget perplexities and curves.
+ratio summary and plots; quality*.json gives the quality study's tables and curves.
 
     python scripts/render_results.py                   # print the section
     python scripts/render_results.py --readme README.md  # replace it between the markers
@@ -47,13 +47,9 @@ def section(results_dir: Path, link_prefix: str) -> str:
                 lines += [f"![{png[:-4]} {stem}]({link_prefix}/{candidate.name})", ""]
     for path in sorted(results_dir.glob("quality*.json")):
         result = json.loads(path.read_text())
-        lines += [f"### Quality at equal wall-clock budget ({path.name})", "", quality.markdown(result)]
-        for png in (f"{path.stem}.png", f"{path.stem}_tensorboard.png"):
-            if (results_dir / png).exists():
-                lines += [f"![{png[:-4]}]({link_prefix}/{png})", ""]
-        if (results_dir / f"{path.stem}_tensorboard.png").exists():
-            lines += ["The second figure is what `--tensorboard-logdir` records for the same runs "
-                      "(train_inner/loss and valid/ppl), read back from the event files.", ""]
+        lines += [f"### Quality at equal training tokens ({path.name})", "", quality.markdown(result)]
+        for png in sorted(results_dir.glob(f"{path.stem}-*.png")):
+            lines += [f"![{png.stem}]({link_prefix}/{png.name})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
