@@ -228,8 +228,10 @@ def execute(run: Run, regime: Regime, data: Path, root: Path, size: str, threads
     env = thread_env(threads)
     checkpoints = directory / "checkpoints"
     command = train_command(run, regime, data, size, python) + ["--save-dir", str(checkpoints)]
+    load_before = os.getloadavg()[0]
     with open(directory / "train.log", "a") as log:  # appended: a resumed run continues the curve
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+    load_after = os.getloadavg()[0]
     scores = {}
     for subset, name in (("valid1", "valid"), ("test", "test")):
         if name == "test" and run.phase != "final":
@@ -243,7 +245,10 @@ def execute(run: Run, regime: Regime, data: Path, root: Path, size: str, threads
     result = {**asdict(run), "arch": VARIANTS[run.variant][0], "flags": command[3:], "size": size,
               "threads": threads, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "params": quality.logged_params(log), **cost, "curve": curve,
-              "train_seconds": curve[-1]["train_seconds"] if curve else None, **scores}
+              "train_seconds": curve[-1]["train_seconds"] if curve else None, **scores,
+              # the machine's 1-minute load average when training began and ended: seconds measured
+              # beside other work (load above the run's own threads) are slower than on a quiet machine
+              "load_average": [load_before, load_after]}
     (directory / "result.json").write_text(json.dumps(result, indent=1))
     if not keep_checkpoints:
         for path in checkpoints.glob("*.pt"):
