@@ -66,7 +66,9 @@ REGIMES: Dict[str, Regime] = {
 
 # Variant -> (arch, flags after the size preset). DeLighT's claim is the Transformer's quality with
 # fewer parameters, so it also runs with width multiplier 1 (about half the non-embedding parameters).
-# gau_lm-no-bias is FLASH-Quad as registered before the relative position bias was on by default.
+# gau_lm-no-bias is FLASH-Quad as registered before the relative position bias was on by default;
+# gau_lm-unscaled-embedding tests the quiet start (scripts/init_diagnostics.py): without the sqrt(d)
+# embedding scale the GAUs' outputs are a 16x larger part of the residual stream at initialisation.
 VARIANTS: Dict[str, tuple] = {
     BASELINE: (BASELINE, []),
     "gau_lm": ("gau_lm", []),
@@ -78,6 +80,7 @@ VARIANTS: Dict[str, tuple] = {
     "linformer_lm": ("linformer_lm", []),
     "plain_lm": ("plain_lm", []),
     "gau_lm-no-bias": ("gau_lm", ["--gau-no-relative-bias"]),
+    "gau_lm-unscaled-embedding": ("gau_lm", ["--no-scale-embedding"]),
 }
 LR_GRID = (5e-4, 1e-3, 2e-3)
 SEEDS = (1, 2, 3)
