@@ -152,7 +152,9 @@ def model_flags(regime: Regime, variant: str, size: str) -> List[str]:
     from ..presets import preset_flags
 
     arch, extra = VARIANTS[variant]
-    return ["--arch", arch, *preset_flags(arch, size), *extra, *regime.model_flags]
+    # FLASH-Quad divides q.k by a fixed length L (default 512); the paper's 1/n is L = the training length.
+    scale = ["--gau-quad-scale-length", str(regime.tokens_per_sample)] if arch == "gau_lm" else []
+    return ["--arch", arch, *preset_flags(arch, size), *scale, *extra, *regime.model_flags]
 
 
 def train_command(run: Run, regime: Regime, data: Path, size: str, python: str) -> List[str]:
