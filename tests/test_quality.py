@@ -103,14 +103,16 @@ def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
 
     argv = ["--regimes", "word", "--variants", "plain_lm", "--corpus", str(SAMPLE_DIR / "wikitext-2"),
             "--size", "tiny", "--lrs", "0.002", "--no-extend", "--seeds", "1", "2", "--sweep-tokens", "2048",
-            "--final-tokens", "4096", "--tokens-per-sample", "64", "--work-dir", str(tmp_path / "work"),
+            "--final-tokens", "2560", "--tokens-per-sample", "64", "--work-dir", str(tmp_path / "work"),
             "--results-dir", str(tmp_path / "results")]
     study.main(argv)
     runs = study.load_results(tmp_path / "work" / "runs")
     assert sorted((r["phase"], r["seed"], r["tokens"]) for r in runs) == [
-        ("final", 1, 4096), ("final", 2, 4096), ("sweep", 1, 2048)]
+        ("final", 1, 2560), ("final", 2, 2560), ("sweep", 1, 2048)]
     final = next(r for r in runs if r["phase"] == "final")
-    assert final["curve"][-1]["tokens"] == 4096 and final["curve"][-1]["flops"] == 4096 * final["train_flops_per_token"]
+    # 10 updates of 4 x 64 tokens, one curve point each; FLOPs = tokens x the counted FLOPs per token
+    assert [p["tokens"] for p in final["curve"]] == [256.0 * u for u in range(1, 11)]
+    assert final["curve"][-1]["flops"] == 2560 * final["train_flops_per_token"]
     assert 0 < final["test"]["loss"] < 16 and final["valid"]["loss"] < 16
     assert final["macs_per_token"] > 0 and final["non_embedding_params"] > 0
     assert not list((tmp_path / "work" / "runs").glob("*/*/*/checkpoints/*.pt"))  # removed once scored
