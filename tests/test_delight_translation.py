@@ -132,6 +132,7 @@ BAD = [
     (["--act-type", "mish"], "--act-type"),
     (["--norm-type", "rms"], "--norm-type"),
     (["--ffn-dropout", "1.2"], "--ffn-dropout"),
+    (["--print-stats", "--tgt-len-ps", "0"], "--tgt-len-ps"),
 ]
 
 
@@ -141,6 +142,24 @@ def test_bad_config_rejected_at_build(flags, text, tmp_path):
     message = harness.build_error(ARCH, TINY + flags, data_dir=data, task="translation",
                                   extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
     assert text in message, message[-500:]
+
+
+UNTIED = [f for f in TINY if f != "--share-decoder-input-output-embed"]  # an adaptive softmax is not tied
+BAD_ADAPTIVE = [
+    (["--adaptive-softmax-cutoff", "20,500", "--criterion", "adaptive_loss"], "vocabulary of 100 symbols"),
+    (["--adaptive-softmax-cutoff", "20,50"], "--criterion adaptive_loss"),  # not the default cross_entropy
+    (["--adaptive-softmax-cutoff", "20,50", "--criterion", "label_smoothed_cross_entropy"],
+     "not --criterion label_smoothed_cross_entropy"),
+]
+
+
+@pytest.mark.parametrize("flags,text", BAD_ADAPTIVE, ids=[b[1] for b in BAD_ADAPTIVE])
+def test_bad_adaptive_softmax_rejected_at_build(flags, text, tmp_path):
+    data = translation_dicts(tmp_path / "dict")
+    message = harness.build_error(ARCH, UNTIED + flags, data_dir=data, task="translation",
+                                  extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
+    assert text in message, message[-500:]
+    assert build(UNTIED + ["--adaptive-softmax-cutoff", "20,50", "--criterion", "adaptive_loss"], tmp=tmp_path)
 
 
 def test_uniform_scaling_works_for_the_encoder_too(tmp_path):

@@ -25,6 +25,7 @@ from ..modules.delight import config as delight_config
 from ..modules.delight import macs
 from ..modules.delight.block import Seq2SeqContext
 from ..modules.positions import build_positions
+from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 from .delight_transformer_lm import DeLighTCommonConfig
 from .efficient_lm import config_error
 
@@ -226,6 +227,12 @@ class DeLighTTransformerModel(FairseqEncoderDecoderModel):
         if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
             raise config_error("share_all_embeddings", True, "needs a joined dictionary "
                                                              "(fairseq-preprocess --joined-dictionary)")
+        for name in ("src_len_ps", "tgt_len_ps"):
+            if getattr(cfg, name) is None or getattr(cfg, name) < 1:
+                raise config_error(name, getattr(cfg, name), "must be a positive integer")
+        check_cutoffs_fit_vocabulary(cfg, len(task.target_dictionary), getattr(cfg, "_name", "delight_transformer"),
+                                     config_error)
+        check_adaptive_softmax_criterion(cfg, config_error)
 
     @classmethod
     def build_model(cls, cfg, task):

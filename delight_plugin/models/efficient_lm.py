@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
 from ..modules.stats import format_report, lm_report
+from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ class EfficientLanguageModel(FairseqLanguageModel):
     """
 
     presets: Dict[str, List[str]] = {}
+    # skeleton field -> the architecture's own flag that sets it (DeLighT's LM), for error messages
+    field_flags: Dict[str, str] = {}
 
     @classmethod
     def build_block(cls, cfg, layer_index: int) -> nn.Module:
@@ -200,32 +203,50 @@ class EfficientLanguageModel(FairseqLanguageModel):
         return nn.LayerNorm(dim)
 
     @classmethod
+    def config_error(cls, name: str, value, allowed: str) -> ValueError:
+        """``config_error`` naming the flag the user typed: ``field_flags`` maps a skeleton field
+        that an architecture fills from one of its own flags (DeLighT's ``--delight-*``) to that flag."""
+        return config_error(cls.field_flags.get(name, name), value, allowed)
+
+    @classmethod
     def validate_config(cls, cfg) -> None:
         """Reject bad hyperparameters before any module is built. Subclasses extend this."""
+        error = cls.config_error
         if cfg.position_scheme not in POSITION_SCHEMES:
-            raise config_error("position_scheme", cfg.position_scheme, f"choose one of {list(POSITION_SCHEMES)}")
-        for name in ("decoder_embed_dim", "decoder_layers", "max_target_positions"):
+            raise error("position_scheme", cfg.position_scheme, f"choose one of {list(POSITION_SCHEMES)}")
+        for name in ("decoder_embed_dim", "decoder_layers", "max_target_positions", "stats_seq_len"):
             if getattr(cfg, name) is None or getattr(cfg, name) < 1:
-                raise config_error(name, getattr(cfg, name), "must be a positive integer")
+                raise error(name, getattr(cfg, name), "must be a positive integer")
+        for name in ("decoder_input_dim", "decoder_output_dim"):  # None: follow the model width
+            if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+                raise error(name, getattr(cfg, name), "must be a positive integer (or left unset)")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(cfg, name) < 1.0:
-                raise config_error(name, getattr(cfg, name), "must be in [0, 1)")
+                raise error(name, getattr(cfg, name), "must be in [0, 1)")
         if cfg.share_decoder_input_output_embed and (cfg.adaptive_input or cfg.adaptive_softmax_cutoff):
-            raise config_error("share_decoder_input_output_embed", True,
-                               "use --tie-adaptive-weights with adaptive input/softmax instead")
+            raise error("share_decoder_input_output_embed", True,
+                        "use --tie-adaptive-weights with adaptive input/softmax instead")
+        input_dim = cfg.decoder_input_dim or cfg.decoder_embed_dim
+        output_dim = cfg.decoder_output_dim or input_dim
+        if cfg.share_decoder_input_output_embed and input_dim != output_dim:
+            raise error("share_decoder_input_output_embed", True,
+                        f"the tied output layer is the embedding table, so --decoder-input-dim ({input_dim}) "
+                        f"and --decoder-output-dim ({output_dim}) must be equal")
         if cfg.tie_adaptive_weights:
             if not cfg.adaptive_input or cfg.adaptive_softmax_cutoff is None:
-                raise config_error("tie_adaptive_weights", True,
-                                   "needs both --adaptive-input and --adaptive-softmax-cutoff")
+                raise error("tie_adaptive_weights", True, "needs both --adaptive-input and --adaptive-softmax-cutoff")
             if cfg.adaptive_input_cutoff != cfg.adaptive_softmax_cutoff:
-                raise config_error("adaptive_input_cutoff", cfg.adaptive_input_cutoff,
-                                   "must equal --adaptive-softmax-cutoff when weights are tied")
+                raise error("adaptive_input_cutoff", cfg.adaptive_input_cutoff,
+                            "must equal --adaptive-softmax-cutoff when weights are tied")
+        check_adaptive_softmax_criterion(cfg, error)
 
     @classmethod
     def build_model(cls, cfg, task):
         if cfg.max_target_positions is None:
             cfg.max_target_positions = cfg.tokens_per_sample
         cls.validate_config(cfg)
+        check_cutoffs_fit_vocabulary(cfg, len(task.target_dictionary), getattr(cfg, "_name", cls.__name__),
+                                     cls.config_error)
         model = cls(EfficientLMDecoder(cfg, task.target_dictionary, cls))
         if cfg.print_stats:
             logger.info("\n" + model.stats_table(cfg.stats_seq_len))
