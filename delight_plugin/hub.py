@@ -9,7 +9,7 @@ allowlist of ``safe_loading.py``.
 from pathlib import Path
 from typing import Optional, Union
 
-from .checkpoint_files import check_readable, read_checkpoint
+from .checkpoint_files import check_readable, read_checkpoint, window_error
 
 PLUGIN_DIR = Path(__file__).resolve().parent
 
@@ -56,6 +56,10 @@ def load(checkpoint: Union[str, Path], checkpoint_file: Optional[str] = None,
 
     path = _checkpoint_path(checkpoint, checkpoint_file)
     check_readable(path)  # truncated or not a checkpoint: say so, naming the file
+    if overrides.get("tokens_per_sample"):
+        problem = window_error(read_checkpoint(path), int(overrides["tokens_per_sample"]), path)
+        if problem:
+            raise ValueError(problem)
     loaded = hub_utils.from_pretrained(str(path.parent), checkpoint_file=path.name,
                                        data_name_or_path=_data_dir(path, data_name_or_path), **overrides)
     return hub_utils.GeneratorHubInterface(loaded["args"], loaded["task"], loaded["models"])

@@ -27,6 +27,9 @@ from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vo
 
 logger = logging.getLogger(__name__)
 
+# What fairseq's FairseqDecoder.max_positions() returns for a decoder without a length limit.
+UNBOUNDED_POSITIONS = int(1e6)
+
 
 @dataclass
 class EfficientLMConfig(FairseqDataclass):
@@ -84,6 +87,7 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         input_dim = cfg.decoder_input_dim or embed_dim
         output_dim = cfg.decoder_output_dim or input_dim
         self.padding_idx = dictionary.pad()
+        self.length_limit = model_cls.trained_length_limit(cfg)
 
         if cfg.adaptive_input:
             self.embed_tokens = AdaptiveInput(
@@ -164,7 +168,10 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         return features if self.adaptive_softmax is not None else self.output_projection(features)
 
     def max_positions(self) -> int:
-        return self.cfg.max_target_positions
+        """The training length only where the model has parameters per position; otherwise fairseq's
+        'unbounded', so that fairseq-eval-lm (which drops every sample longer than this) and sampling can
+        run on longer windows than the model was trained on."""
+        return self.length_limit or UNBOUNDED_POSITIONS
 
 
 class EfficientLanguageModel(FairseqLanguageModel):
@@ -182,6 +189,16 @@ class EfficientLanguageModel(FairseqLanguageModel):
     @classmethod
     def build_block(cls, cfg, layer_index: int) -> nn.Module:
         raise NotImplementedError
+
+    @classmethod
+    def trained_length_limit(cls, cfg) -> Optional[int]:
+        """The longest input the model takes: the training length (--tokens-per-sample, or
+        --max-target-positions) where it has parameters per position (learned positions); None where it
+        works at any length (sinusoidal, rotary, none). Subclasses with other length-bound parameters
+        extend this."""
+        if cfg.position_scheme == "learned":
+            return cfg.max_target_positions or cfg.tokens_per_sample
+        return None
 
     @classmethod
     def build_blocks(cls, cfg) -> List[nn.Module]:
