@@ -63,11 +63,6 @@ class GAULanguageModel(EfficientLanguageModel):
         for name in ("gau_group_size", "gau_qk_dim", "gau_quad_scale_length"):
             if getattr(cfg, name) is None or getattr(cfg, name) < 1:
                 raise config_error(name, getattr(cfg, name), "must be a positive integer")
-        if str(cfg.gau_mode) == "chunked" and cfg.gau_group_size > cfg.max_target_positions:
-            # one padded group per sample: wasted compute, and the attention across groups never trains
-            raise config_error("gau_group_size", cfg.gau_group_size,
-                               f"with --gau-mode chunked must be at most the sequence length --tokens-per-sample "
-                               f"({cfg.max_target_positions}); for attention over the whole sample use --gau-mode quad")
         if cfg.gau_expansion_factor is None or expansion_dim(cfg) < 1:
             raise config_error("gau_expansion_factor", cfg.gau_expansion_factor,
                                "must be positive (U and V are expansion * --decoder-embed-dim wide)")

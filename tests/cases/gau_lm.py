@@ -15,6 +15,4 @@ BAD = [
     (["--gau-expansion-factor", "0"], "--gau-expansion-factor"),
     (["--gau-quad-scale-length", "0"], "--gau-quad-scale-length"),
     (["--gau-attention-fn", "softmax"], "--gau-attention-fn"),
-    # one padded group per 64-token sample: the attention across groups would never train
-    (["--gau-mode", "chunked", "--gau-group-size", "100"], "--gau-group-size"),
 ]
