@@ -9,6 +9,8 @@ allowlist of ``safe_loading.py``.
 from pathlib import Path
 from typing import Optional, Union
 
+from .checkpoint_files import check_readable, read_checkpoint, window_error
+
 PLUGIN_DIR = Path(__file__).resolve().parent
 
 
@@ -31,9 +33,7 @@ def _data_dir(checkpoint: Path, data_name_or_path: Optional[Union[str, Path]]) -
         return str(Path(data_name_or_path).resolve())
     if any(checkpoint.parent.glob("dict*.txt")):
         return str(checkpoint.parent)
-    from fairseq import checkpoint_utils
-
-    state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))
+    state = read_checkpoint(checkpoint)
     cfg = state.get("cfg")
     data = cfg["task"]["data"] if cfg is not None else getattr(state.get("args"), "data", None)
     if not data or not Path(str(data).split(":")[0]).is_dir():
@@ -55,6 +55,11 @@ def load(checkpoint: Union[str, Path], checkpoint_file: Optional[str] = None,
     from fairseq import hub_utils
 
     path = _checkpoint_path(checkpoint, checkpoint_file)
+    check_readable(path)  # truncated or not a checkpoint: say so, naming the file
+    if overrides.get("tokens_per_sample"):
+        problem = window_error(read_checkpoint(path), int(overrides["tokens_per_sample"]), path)
+        if problem:
+            raise ValueError(problem)
     loaded = hub_utils.from_pretrained(str(path.parent), checkpoint_file=path.name,
                                        data_name_or_path=_data_dir(path, data_name_or_path), **overrides)
     return hub_utils.GeneratorHubInterface(loaded["args"], loaded["task"], loaded["models"])

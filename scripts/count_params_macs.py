@@ -44,6 +44,9 @@ def build(arch: str, vocab_size: int, flags, workdir: Path):
         task_flags = ["--task", "language_modeling"]
     argv = [str(workdir), *task_flags, "--arch", arch, "--user-dir", str(PLUGIN_DIR), *flags]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    if getattr(args, "adaptive_softmax_cutoff", None):
+        # the models refuse an adaptive softmax under any other criterion; no fairseq criterion runs here
+        args.criterion = "adaptive_loss"
     cfg = convert_namespace_to_omegaconf(args)
     return tasks.setup_task(cfg.task).build_model(cfg.model)
 

@@ -7,12 +7,16 @@ resumable training and build-time validation. Each model contributes tests/cases
     BAD = [([...flags], "text the error must contain"), ...]
     NO_INCREMENTAL = "reason"            # only if incremental decoding is impossible (optional)
 """
+import re
 import shutil
 
 import pytest
 import torch
 
 import harness
+from delight_plugin import hub
+from delight_plugin.checkpoint_files import read_checkpoint, trained_length_limit
+from delight_plugin.recipes.eval_lm_checks import split_tokens
 
 LM_ARCHS = harness.lm_archs()
 
@@ -92,5 +96,31 @@ def test_train_resume_and_eval_lm(arch, lm_data_bin, tmp_path):
                              "--tokens-per-sample", "64", "--context-window", "32", "--max-tokens", "2048")
     out = ev.stdout + ev.stderr
     assert "Perplexity:" in out, out[-2000:]
+    ppl = float(out.split("Perplexity:")[1].split()[0])
+    assert 1.0 < ppl < 1e6, ppl
+    check_longer_window(arch, tmp_path / "a" / "checkpoint_last.pt", lm_data_bin)
+
+
+# Archs whose defaults have parameters per position (Linformer's k x N compression): bounded by training length.
+LENGTH_BOUND = {"linformer_lm"}
+
+
+def check_longer_window(arch, checkpoint, data):
+    """160-token windows scoring 128 new tokens each, twice the training length: fairseq-eval-lm used to drop
+    every such sample (max_positions was the training length), scoring 33 of 20,897 tokens here. Length-free
+    models now score the whole split; the others are refused by delight_plugin.load (and
+    scripts/wikitext/evaluate.sh) naming the training length."""
+    state = read_checkpoint(checkpoint)
+    assert trained_length_limit(state) == (64 if arch in LENGTH_BOUND else None)
+    if arch in LENGTH_BOUND:
+        with pytest.raises(ValueError, match="trained on 64-token samples"):
+            hub.load(checkpoint, data_name_or_path=data, tokens_per_sample=160)
+        return
+    ev = harness.fairseq_cli("eval_lm", data, "--user-dir", harness.PLUGIN_DIR, "--path", checkpoint, "--gen-subset",
+                             "valid", "--tokens-per-sample", "160", "--context-window", "32", "--max-tokens", "4096",
+                             "--required-batch-size-multiple", "1")
+    out = ev.stdout + ev.stderr
+    evaluated = int(re.search(r"Evaluated ([\d,]+) tokens", out).group(1).replace(",", ""))
+    assert evaluated == split_tokens(str(data), "valid"), out[-2000:]
     ppl = float(out.split("Perplexity:")[1].split()[0])
     assert 1.0 < ppl < 1e6, ppl

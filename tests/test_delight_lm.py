@@ -81,6 +81,15 @@ def test_delight_flags_set_the_skeleton_widths():
     assert "--decoder-embed-dim" in harness.build_error(ARCH, ["--decoder-embed-dim", "64"])  # not a flag here
 
 
+def test_wiki103_default_cutoffs_on_a_small_vocabulary_name_the_arch_flags_and_size():
+    """Its 20000,60000 cutoffs on a 100-symbol dictionary: fairseq's bare AssertionError before."""
+    message = harness.build_error("delight_transformer_lm_wiki103",
+                                  harness.cases(ARCH).TINY + ["--criterion", "adaptive_loss"])
+    for text in ("--arch delight_transformer_lm_wiki103", "--adaptive-input-cutoff='20000,60000'",
+                 "--adaptive-softmax-cutoff", "vocabulary of 100 symbols"):
+        assert text in message, message
+
+
 def test_tied_output_lm_is_causal_and_decodes_incrementally():
     model, _ = harness.build(ARCH, harness.tiny_flags(ARCH) + ["--share-decoder-input-output-embed"])
     assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight

@@ -3,6 +3,7 @@
 fairseq-generate on the bundled En-Ro slice with identical hypotheses with and without incremental
 decoding, named-arch defaults, bad configs, and the reference README's parameter counts."""
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -132,6 +133,7 @@ BAD = [
     (["--act-type", "mish"], "--act-type"),
     (["--norm-type", "rms"], "--norm-type"),
     (["--ffn-dropout", "1.2"], "--ffn-dropout"),
+    (["--print-stats", "--tgt-len-ps", "0"], "--tgt-len-ps"),
 ]
 
 
@@ -141,6 +143,24 @@ def test_bad_config_rejected_at_build(flags, text, tmp_path):
     message = harness.build_error(ARCH, TINY + flags, data_dir=data, task="translation",
                                   extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
     assert text in message, message[-500:]
+
+
+UNTIED = [f for f in TINY if f != "--share-decoder-input-output-embed"]  # an adaptive softmax is not tied
+BAD_ADAPTIVE = [
+    (["--adaptive-softmax-cutoff", "20,500", "--criterion", "adaptive_loss"], "vocabulary of 100 symbols"),
+    (["--adaptive-softmax-cutoff", "20,50"], "--criterion adaptive_loss"),  # not the default cross_entropy
+    (["--adaptive-softmax-cutoff", "20,50", "--criterion", "label_smoothed_cross_entropy"],
+     "not --criterion label_smoothed_cross_entropy"),
+]
+
+
+@pytest.mark.parametrize("flags,text", BAD_ADAPTIVE, ids=[b[1] for b in BAD_ADAPTIVE])
+def test_bad_adaptive_softmax_rejected_at_build(flags, text, tmp_path):
+    data = translation_dicts(tmp_path / "dict")
+    message = harness.build_error(ARCH, UNTIED + flags, data_dir=data, task="translation",
+                                  extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
+    assert text in message, message[-500:]
+    assert build(UNTIED + ["--adaptive-softmax-cutoff", "20,50", "--criterion", "adaptive_loss"], tmp=tmp_path)
 
 
 def test_uniform_scaling_works_for_the_encoder_too(tmp_path):
@@ -314,3 +334,110 @@ def test_learned_positions_have_one_row_fewer_than_the_reference(tmp_path):
         rows = [p for p in embedder.embed_positions.parameters()]
         assert len(rows) == 1 and rows[0].shape == (max_positions + 1, 64)
         assert max_positions == 1024 and rows[0].shape[0] == 1026 - 1  # reference: max + padding_idx (1) + 1
+
+
+def cross_entropy_step(model, src, lengths, tokens):
+    model.zero_grad()
+    out = model.get_normalized_probs(model(src, lengths, tokens), log_probs=True)
+    loss = -out[:, :-1].gather(-1, tokens[:, 1:, None]).mean()
+    loss.backward()
+    return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_checkpoint_activations_recomputes_every_block_with_the_same_loss_and_gradients(tmp_path):
+    """--checkpoint-activations (dropout on): each block's forward runs again in the backward pass, and the
+    loss and every gradient are those of the plain run (the dropout masks are replayed)."""
+    plain, _ = build(TINY, tmp=tmp_path)
+    checkpointed, _ = build(TINY + ["--checkpoint-activations"], tmp=tmp_path)
+    checkpointed.load_state_dict(plain.state_dict())
+    src, lengths = source_batch()
+    tokens = harness.random_tokens(3, 9, seed=4)
+    calls = []
+    for block in [*checkpointed.encoder.layers, *checkpointed.decoder.layers]:
+        block.ffn.register_forward_hook(lambda *_: calls.append(1))
+    results = []
+    for model in (plain, checkpointed):
+        model.train()
+        torch.manual_seed(7)
+        results.append(cross_entropy_step(model, src, lengths, tokens))
+    blocks = len(checkpointed.encoder.layers) + len(checkpointed.decoder.layers)
+    assert len(calls) == 2 * blocks, f"{len(calls)} block forwards for {blocks} blocks: nothing was recomputed"
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    assert loss == loss_ckpt and len(grads) == len(grads_ckpt)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, grads_ckpt))
+
+
+def test_cross_attention_weights_are_the_alignment(tmp_path):
+    """extra["attn"] is [B, T, S]: the last (or --alignment-layer) block's cross-attention probabilities,
+    zero on source padding, the same token by token as in one pass; None when training."""
+    model, _ = build(TINY, tmp=tmp_path)
+    src, lengths = source_batch()
+    tokens = harness.random_tokens(3, 6, seed=4)
+    model.train()
+    assert model(src, lengths, tokens)[1]["attn"] == [None]
+    model.eval()
+    with torch.no_grad():
+        encoder_out = model.encoder(src, lengths)
+        attn = model.decoder(tokens, encoder_out=encoder_out)[1]["attn"][0]
+        first = model.decoder(tokens, encoder_out=encoder_out, alignment_layer=0)[1]["attn"][0]
+        state, steps = {}, []
+        for t in range(tokens.size(1)):
+            steps.append(model.decoder(tokens[:, : t + 1], encoder_out=encoder_out, incremental_state=state)[1]["attn"][0])
+    assert attn.shape == (3, 6, 11)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(3, 6))
+    assert attn[0, :, :4].abs().max() == 0 and attn[0, :, 4:].min() > 0  # row 0 has 4 left pads
+    assert (attn - first).abs().max() > 1e-4, "--alignment-layer 0 returned the last block's weights"
+    torch.testing.assert_close(torch.cat(steps, dim=1), attn)
+    with pytest.raises(ValueError, match="--alignment-layer=2 is invalid"):
+        model.decoder(tokens, encoder_out=encoder_out, alignment_layer=2)
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(mt_data_bin, tmp_path_factory):
+    """Three updates of fairseq-train with --checkpoint-activations (dropout on): (save dir, losses)."""
+    save_dir = tmp_path_factory.mktemp("delight-mt-checkpointed")
+    return save_dir, train_losses(mt_data_bin, save_dir, "--checkpoint-activations")
+
+
+def train_losses(data, save_dir, *extra):
+    proc = harness.fairseq_cli("train", data, "--user-dir", harness.PLUGIN_DIR, "--task", "translation", "--arch",
+                               ARCH, *TINY, "--optimizer", "adam", "--lr", "0.002", "--max-tokens", "1024",
+                               "--max-update", "3", "--save-dir", save_dir, "--no-epoch-checkpoints",
+                               "--num-workers", "0", "--disable-validation", "--seed", "1", "--log-format", "json",
+                               "--log-interval", "1", *extra)
+    return harness.train_losses(proc.stdout + proc.stderr)
+
+
+def test_fairseq_train_checkpoint_activations_gives_the_same_losses(checkpointed_run, mt_data_bin, tmp_path):
+    _, checkpointed = checkpointed_run
+    assert sorted(checkpointed) == [1, 2, 3]
+    assert train_losses(mt_data_bin, tmp_path) == checkpointed
+
+
+def test_print_alignment_in_fairseq_generate_and_interactive(checkpointed_run, mt_data_bin):
+    """Before, the decoder's {"attn": [None]} made fairseq's sequence_generator raise IndexError."""
+    checkpoint = checkpointed_run[0] / "checkpoint_last.pt"
+    flags = ["--user-dir", harness.PLUGIN_DIR, "--path", checkpoint, "--beam", "2", "--max-len-b", "6",
+             "--print-alignment", "--source-lang", "en", "--target-lang", "ro"]
+    gen = harness.fairseq_cli("generate", mt_data_bin, *flags, "--batch-size", "64", "--gen-subset", "valid")
+    check_alignment_lines(gen.stdout)
+    sentences = (harness.SAMPLE_DIR / "wmt16-en-ro" / "valid.en").read_text().splitlines()[:3]
+    interactive = subprocess.run([sys.executable, "-m", "fairseq_cli.interactive", mt_data_bin, *map(str, flags)],
+                                 input="\n".join(sentences) + "\n", capture_output=True, text=True)
+    assert interactive.returncode == 0, interactive.stderr[-3000:]
+    assert len(check_alignment_lines(interactive.stdout)) == 3
+
+
+def check_alignment_lines(stdout: str):
+    """Every hypothesis has an A- line of source-target index pairs within the sentence lengths."""
+    sources = {int(m.group(1)): len(m.group(2).split()) for m in re.finditer(r"^S-(\d+)\t(.*)$", stdout, re.M)}
+    hypotheses = {int(m.group(1)): len(m.group(2).split())
+                  for m in re.finditer(r"^H-(\d+)\t\S+\t(.*)$", stdout, re.M)}
+    alignments = {int(m.group(1)): m.group(2).split() for m in re.finditer(r"^A-(\d+)\t(.*)$", stdout, re.M)}
+    assert hypotheses and sorted(alignments) == sorted(hypotheses), stdout[-2000:]
+    for sid, pairs in alignments.items():
+        assert len(pairs) == hypotheses[sid], (sid, pairs)  # hard alignment: one source index per target word
+        for pair in pairs:
+            s, t = map(int, pair.split("-"))
+            assert 0 <= s <= sources[sid] and 0 <= t < hypotheses[sid], (sid, pair)
+    return alignments

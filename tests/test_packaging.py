@@ -22,3 +22,12 @@ def test_sample_is_small_and_attributed():
     assert sum(p.stat().st_size for p in files) < 5 * 2**20
     readme = (harness.SAMPLE_DIR / "README.md").read_text()
     assert "CC BY-SA 3.0" in readme and "Europarl" in readme
+
+
+def test_readme_troubleshooting_covers_the_fairseq_pitfalls():
+    readme = (harness.REPO / "README.md").read_text()
+    section = readme.split("## Troubleshooting\n", 1)[1].split("\n## ", 1)[0]
+    for flag in ("--fp16", "--bf16", "--memory-efficient-fp16", "--diverse-beam-groups", "--sampling", "--nbest",
+                 "--max-tokens", "--tokens-per-sample", "--criterion adaptive_loss", "Torch not compiled with CUDA"):
+        assert flag in section, flag
+    assert len(section.splitlines()) <= 30  # short

@@ -345,3 +345,13 @@ def test_named_sizes_match_fairseq():
     flash, _ = harness.build("gau_lm_flash", ["--gau-qk-dim", "64"])  # an explicit flag wins over the arch
     cfg = flash.decoder.cfg
     assert (cfg.gau_mode, cfg.gau_group_size, cfg.gau_qk_dim, cfg.decoder_layers) == ("chunked", 256, 64, 12)
+
+
+def test_chunked_group_longer_than_the_sample_is_one_exact_group():
+    """Decided: --gau-group-size above --tokens-per-sample is accepted (gau_lm_flash's 256 at short lengths): each
+    sample is one padded group, attended exactly and causally; the cross-group linear attention only joins on
+    longer inputs."""
+    model, _ = harness.build("gau_lm", harness.tiny_flags("gau_lm") + ["--gau-mode", "chunked", "--gau-group-size", "100"])
+    harness.probe_causality(model)
+    harness.probe_prefix(model)
+    harness.probe_incremental(model)

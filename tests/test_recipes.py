@@ -288,3 +288,19 @@ def test_every_hydra_config_composes_and_trains_two_updates(lm_data_bin, mt_data
                          capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert (tmp_path / "cli" / "checkpoint_last.pt").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_wikitext_evaluate_refuses_longer_windows_than_learned_positions_and_counts_tokens(lm_data_bin, tmp_path):
+    """A learned-position model trained on 64-token samples: a 160-token window is refused naming the training
+    length (fairseq-eval-lm would skip every sample); a 64-token one scores every token of the split."""
+    harness.fairseq_cli("train", lm_data_bin, "--user-dir", harness.PLUGIN_DIR, "--task", "language_modeling", "--arch",
+                        "plain_lm", *harness.tiny_flags("plain_lm"), "--position-scheme", "learned", "--optimizer",
+                        "adam", "--lr", "0.001", "--save-dir", tmp_path, "--no-epoch-checkpoints", "--seed", "1",
+                        *FAST_TRAIN)
+    checkpoint = tmp_path / "checkpoint_last.pt"
+    refused = sh("wikitext/evaluate.sh", checkpoint, "--data", lm_data_bin, "--subsets", "valid",
+                 "--tokens-per-sample", "160", "--context-window", "32", cwd=tmp_path, check=False)
+    assert refused.returncode and "trained on 64-token samples" in refused.stderr, refused.stderr
+    ok = sh("wikitext/evaluate.sh", checkpoint, "--data", lm_data_bin, "--subsets", "valid", "--tokens-per-sample", "64",
+            "--context-window", "32", cwd=tmp_path)
+    assert re.search(r"valid perplexity: [0-9.]+", ok.stdout), ok.stdout

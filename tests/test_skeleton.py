@@ -93,7 +93,24 @@ def test_adaptive_cutoffs_are_scaled_only_when_they_do_not_fit_the_vocabulary(tm
     arch = "delight_transformer_lm_wiki103"  # 20K/60K cutoffs, sized for WikiText-103's 267,744 words
     flags = vocabulary_flags(arch, 10000)
     assert flags == ["--adaptive-input-cutoff", "746,2240", "--adaptive-softmax-cutoff", "746,2240"]
-    small = ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-dec-layers", "2"]
+    small = ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-dec-layers", "2",
+             "--criterion", "adaptive_loss"]
     model, _ = harness.build(arch, small + flags, data_dir=harness.write_dictionary(tmp_path, size=10000))
     assert model.decoder.adaptive_softmax.cutoff == [746, 2240, 10000]
     assert vocabulary_flags(arch, 267744) == [] and vocabulary_flags("plain_lm", 100) == []
+
+
+def test_adaptive_softmax_needs_adaptive_loss_in_fairseq_train(lm_data_bin, tmp_path):
+    """With the default cross_entropy fairseq's adaptive softmax fails in autograd ("modified by an
+    inplace operation") at the first backward; the model refuses it when fairseq-train builds it."""
+    common = [lm_data_bin, "--user-dir", harness.PLUGIN_DIR, "--task", "language_modeling", "--arch", "plain_lm",
+              *harness.tiny_flags("plain_lm"), "--adaptive-softmax-cutoff", "200,2000", "--tokens-per-sample", "32",
+              "--max-tokens", "256", "--optimizer", "adam", "--lr", "0.001", "--max-update", "1", "--num-workers", "0",
+              "--disable-validation", "--no-save", "--log-format", "json", "--log-interval", "1"]
+    refused = harness.fairseq_cli("train", *common, "--save-dir", tmp_path, check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "ValueError: --adaptive-softmax-cutoff='200,2000' is invalid" in out, out[-2000:]
+    assert "--criterion adaptive_loss, not --criterion cross_entropy" in out and "inplace" not in out, out[-2000:]
+    trained = harness.fairseq_cli("train", *common, "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp",
+                                  "--save-dir", tmp_path)
+    assert list(harness.train_losses(trained.stdout + trained.stderr)) == [1]

@@ -143,6 +143,9 @@ def build_fairseq_lm(arch: str, flags: List[str], length: int, data_dir: Path):
     argv = [str(data_dir), "--task", "language_modeling", "--arch", arch, "--user-dir", str(PLUGIN_DIR),
             "--tokens-per-sample", str(length), *map(str, flags)]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    if getattr(args, "adaptive_softmax_cutoff", None):
+        # the models refuse an adaptive softmax under any other criterion; no fairseq criterion runs here
+        args.criterion = "adaptive_loss"
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     return task.build_model(cfg.model), len(task.target_dictionary)

@@ -5,12 +5,14 @@ causal with encoder-decoder attention), fed by DeLighT embeddings (look-up table
 ``--delight-emb-map-dim`` -> DExTra -> d_m). Incremental state lives in the blocks' attention modules
 (``CachedModule``), so fairseq's beam search reorders it generically.
 """
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
+import torch.utils.checkpoint
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
@@ -25,6 +27,7 @@ from ..modules.delight import config as delight_config
 from ..modules.delight import macs
 from ..modules.delight.block import Seq2SeqContext
 from ..modules.positions import build_positions
+from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 from .delight_transformer_lm import DeLighTCommonConfig
 from .efficient_lm import config_error
 
@@ -77,6 +80,8 @@ class DeLighTTransformerConfig(FairseqDataclass, DeLighTCommonConfig):
     adaptive_softmax_factor: float = field(default=4, metadata={"help": "adaptive softmax reduction factor"})
     tie_adaptive_weights: bool = field(default=False, metadata={"help": "needs adaptive input: refused"})
     tie_adaptive_proj: bool = field(default=False, metadata={"help": "needs adaptive input: refused"})
+    checkpoint_activations: bool = field(
+        default=False, metadata={"help": "recompute each block's activations in the backward pass (saves memory)"})
     print_stats: bool = field(default=False, metadata={"help": "log the reference-rule params/MACs table"})
     src_len_ps: int = field(default=20, metadata={"help": "source tokens for --print-stats"})
     tgt_len_ps: int = field(default=20, metadata={"help": "target tokens for --print-stats"})
@@ -131,8 +136,9 @@ class DeLighTEncoder(FairseqEncoder):
         padding_mask = src_tokens.eq(self.padding_idx)
         x = self.embedder(src_tokens, source_positions(padding_mask))
         ctx = Seq2SeqContext(torch.arange(src_tokens.size(1), device=src_tokens.device), padding_mask=padding_mask)
+        checkpoint = self.cfg.checkpoint_activations and self.training
         for layer in self.layers:
-            x = layer(x, ctx)
+            x = torch.utils.checkpoint.checkpoint(layer, x, ctx, use_reentrant=False) if checkpoint else layer(x, ctx)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return {
@@ -185,11 +191,16 @@ class DeLighTDecoder(FairseqIncrementalDecoder):
         return self.embedder.input_transform
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, features_only: bool = False,
-                **unused):
-        x, extra = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
+                alignment_layer: Optional[int] = None, **unused):
+        x, extra = self.extract_features(prev_output_tokens, encoder_out, incremental_state, alignment_layer)
         return (x if features_only else self.output_layer(x)), extra
 
-    def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **unused):
+    def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None,
+                         alignment_layer: Optional[int] = None, **unused):
+        """``extra["attn"]`` is ``[weights]``: the cross-attention of block ``alignment_layer`` (default: the
+        last, as fairseq's transformer) [B, T, S], single-head so nothing to average; what fairseq-generate's
+        --print-alignment and beam search read. It is computed in eval mode or when ``alignment_layer`` is
+        given; training without one returns ``[None]`` (no criterion reads it)."""
         offset = 0
         if incremental_state is not None:  # fairseq passes the whole prefix; earlier steps are cached
             offset = prev_output_tokens.size(1) - 1
@@ -199,13 +210,29 @@ class DeLighTDecoder(FairseqIncrementalDecoder):
         ctx = Seq2SeqContext(positions, incremental_state,
                              encoder_out=encoder_out["encoder_out"][0].transpose(0, 1),
                              encoder_padding_mask=encoder_out["encoder_padding_mask"][0])
-        for layer in self.layers:
-            x = layer(x, ctx)
+        align_at = self.alignment_index(alignment_layer) if alignment_layer is not None or not self.training else None
+        checkpoint = self.cfg.checkpoint_activations and self.training and incremental_state is None
+        attn = None
+        for index, layer in enumerate(self.layers):
+            run = functools.partial(layer.forward_with_alignment, need_weights=index == align_at)
+            x, weights = torch.utils.checkpoint.checkpoint(run, x, ctx, use_reentrant=False) if checkpoint \
+                else run(x, ctx)
+            if index == align_at:
+                attn = weights
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         if self.project_out_dim is not None:
             x = self.project_out_dim(x)
-        return x, {"attn": [None], "inner_states": None}
+        return x, {"attn": [attn], "inner_states": None}
+
+    def alignment_index(self, alignment_layer: Optional[int]) -> int:
+        layers = len(self.layers)
+        if alignment_layer is None:
+            return layers - 1
+        if not -layers <= alignment_layer < layers:
+            raise ValueError(f"--alignment-layer={alignment_layer} is invalid: this decoder has {layers} blocks "
+                             f"(0..{layers - 1}, or negative from the last)")
+        return alignment_layer % layers
 
     def output_layer(self, features: Tensor) -> Tensor:
         return features if self.adaptive_softmax is not None else self.output_projection(features)
@@ -227,6 +254,12 @@ class DeLighTTransformerModel(FairseqEncoderDecoderModel):
         if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
             raise config_error("share_all_embeddings", True, "needs a joined dictionary "
                                                              "(fairseq-preprocess --joined-dictionary)")
+        for name in ("src_len_ps", "tgt_len_ps"):
+            if getattr(cfg, name) is None or getattr(cfg, name) < 1:
+                raise config_error(name, getattr(cfg, name), "must be a positive integer")
+        check_cutoffs_fit_vocabulary(cfg, len(task.target_dictionary), getattr(cfg, "_name", "delight_transformer"),
+                                     config_error)
+        check_adaptive_softmax_criterion(cfg, config_error)
 
     @classmethod
     def build_model(cls, cfg, task):

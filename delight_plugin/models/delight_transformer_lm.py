@@ -80,6 +80,10 @@ class DeLighTLanguageModel(EfficientLanguageModel):
         "small": ["--delight-emb-map-dim", "128", "--delight-emb-out-dim", "256"],
         "base": ["--delight-emb-map-dim", "128", "--delight-emb-out-dim", "512"],
     }
+    # The skeleton's fields that the --delight-* flags set (see DeLighTLMConfig): errors name the flag.
+    field_flags = {"decoder_embed_dim": "delight_emb_out_dim", "decoder_input_dim": "delight_emb_map_dim",
+                   "decoder_output_dim": "delight_emb_map_dim", "decoder_layers": "delight_dec_layers",
+                   "stats_seq_len": "tgt_len_ps"}
 
     @classmethod
     def validate_config(cls, cfg):

@@ -23,8 +23,12 @@ from torch import Tensor, nn
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
 from ..modules.stats import format_report, lm_report
+from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 
 logger = logging.getLogger(__name__)
+
+# What fairseq's FairseqDecoder.max_positions() returns for a decoder without a length limit.
+UNBOUNDED_POSITIONS = int(1e6)
 
 
 @dataclass
@@ -83,6 +87,7 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         input_dim = cfg.decoder_input_dim or embed_dim
         output_dim = cfg.decoder_output_dim or input_dim
         self.padding_idx = dictionary.pad()
+        self.length_limit = model_cls.trained_length_limit(cfg)
 
         if cfg.adaptive_input:
             self.embed_tokens = model_cls.build_adaptive_input(cfg, len(dictionary), self.padding_idx, input_dim)
@@ -161,7 +166,10 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         return features if self.adaptive_softmax is not None else self.output_projection(features)
 
     def max_positions(self) -> int:
-        return self.cfg.max_target_positions
+        """The training length only where the model has parameters per position; otherwise fairseq's
+        'unbounded', so that fairseq-eval-lm (which drops every sample longer than this) and sampling can
+        run on longer windows than the model was trained on."""
+        return self.length_limit or UNBOUNDED_POSITIONS
 
 
 class EfficientLanguageModel(FairseqLanguageModel):
@@ -173,10 +181,22 @@ class EfficientLanguageModel(FairseqLanguageModel):
     """
 
     presets: Dict[str, List[str]] = {}
+    # skeleton field -> the architecture's own flag that sets it (DeLighT's LM), for error messages
+    field_flags: Dict[str, str] = {}
 
     @classmethod
     def build_block(cls, cfg, layer_index: int) -> nn.Module:
         raise NotImplementedError
+
+    @classmethod
+    def trained_length_limit(cls, cfg) -> Optional[int]:
+        """The longest input the model takes: the training length (--tokens-per-sample, or
+        --max-target-positions) where it has parameters per position (learned positions); None where it
+        works at any length (sinusoidal, rotary, none). Subclasses with other length-bound parameters
+        extend this."""
+        if cfg.position_scheme == "learned":
+            return cfg.max_target_positions or cfg.tokens_per_sample
+        return None
 
     @classmethod
     def build_blocks(cls, cfg) -> List[nn.Module]:
@@ -204,32 +224,50 @@ class EfficientLanguageModel(FairseqLanguageModel):
         return nn.LayerNorm(dim)
 
     @classmethod
+    def config_error(cls, name: str, value, allowed: str) -> ValueError:
+        """``config_error`` naming the flag the user typed: ``field_flags`` maps a skeleton field
+        that an architecture fills from one of its own flags (DeLighT's ``--delight-*``) to that flag."""
+        return config_error(cls.field_flags.get(name, name), value, allowed)
+
+    @classmethod
     def validate_config(cls, cfg) -> None:
         """Reject bad hyperparameters before any module is built. Subclasses extend this."""
+        error = cls.config_error
         if cfg.position_scheme not in POSITION_SCHEMES:
-            raise config_error("position_scheme", cfg.position_scheme, f"choose one of {list(POSITION_SCHEMES)}")
-        for name in ("decoder_embed_dim", "decoder_layers", "max_target_positions"):
+            raise error("position_scheme", cfg.position_scheme, f"choose one of {list(POSITION_SCHEMES)}")
+        for name in ("decoder_embed_dim", "decoder_layers", "max_target_positions", "stats_seq_len"):
             if getattr(cfg, name) is None or getattr(cfg, name) < 1:
-                raise config_error(name, getattr(cfg, name), "must be a positive integer")
+                raise error(name, getattr(cfg, name), "must be a positive integer")
+        for name in ("decoder_input_dim", "decoder_output_dim"):  # None: follow the model width
+            if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+                raise error(name, getattr(cfg, name), "must be a positive integer (or left unset)")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(cfg, name) < 1.0:
-                raise config_error(name, getattr(cfg, name), "must be in [0, 1)")
+                raise error(name, getattr(cfg, name), "must be in [0, 1)")
         if cfg.share_decoder_input_output_embed and (cfg.adaptive_input or cfg.adaptive_softmax_cutoff):
-            raise config_error("share_decoder_input_output_embed", True,
-                               "use --tie-adaptive-weights with adaptive input/softmax instead")
+            raise error("share_decoder_input_output_embed", True,
+                        "use --tie-adaptive-weights with adaptive input/softmax instead")
+        input_dim = cfg.decoder_input_dim or cfg.decoder_embed_dim
+        output_dim = cfg.decoder_output_dim or input_dim
+        if cfg.share_decoder_input_output_embed and input_dim != output_dim:
+            raise error("share_decoder_input_output_embed", True,
+                        f"the tied output layer is the embedding table, so --decoder-input-dim ({input_dim}) "
+                        f"and --decoder-output-dim ({output_dim}) must be equal")
         if cfg.tie_adaptive_weights:
             if not cfg.adaptive_input or cfg.adaptive_softmax_cutoff is None:
-                raise config_error("tie_adaptive_weights", True,
-                                   "needs both --adaptive-input and --adaptive-softmax-cutoff")
+                raise error("tie_adaptive_weights", True, "needs both --adaptive-input and --adaptive-softmax-cutoff")
             if cfg.adaptive_input_cutoff != cfg.adaptive_softmax_cutoff:
-                raise config_error("adaptive_input_cutoff", cfg.adaptive_input_cutoff,
-                                   "must equal --adaptive-softmax-cutoff when weights are tied")
+                raise error("adaptive_input_cutoff", cfg.adaptive_input_cutoff,
+                            "must equal --adaptive-softmax-cutoff when weights are tied")
+        check_adaptive_softmax_criterion(cfg, error)
 
     @classmethod
     def build_model(cls, cfg, task):
         if cfg.max_target_positions is None:
             cfg.max_target_positions = cfg.tokens_per_sample
         cls.validate_config(cfg)
+        check_cutoffs_fit_vocabulary(cfg, len(task.target_dictionary), getattr(cfg, "_name", cls.__name__),
+                                     cls.config_error)
         model = cls(EfficientLMDecoder(cfg, task.target_dictionary, cls))
         if cfg.print_stats:
             logger.info("\n" + model.stats_table(cfg.stats_seq_len))

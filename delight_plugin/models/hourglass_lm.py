@@ -17,7 +17,7 @@ from ..modules.hourglass import (
     AvgPooling, CrossAttentionBlock, HourglassLevel, LinearPooling, LinearUpsampling, RepeatUpsampling,
     parse_structure)
 from .efficient_lm import EfficientLanguageModel, config_error
-from .plain_lm import PlainLMConfig, validate_heads
+from .plain_lm import PlainLMConfig, validate_ffn, validate_heads
 
 
 @dataclass
@@ -75,10 +75,18 @@ class HourglassLanguageModel(EfficientLanguageModel):
     def validate_config(cls, cfg):
         super().validate_config(cfg)
         validate_heads(cfg)
+        validate_ffn(cfg)
         try:
-            parse_structure(cfg.hourglass_structure)
+            structure = parse_structure(cfg.hourglass_structure)
         except ValueError as e:
             raise config_error("hourglass_structure", cfg.hourglass_structure, str(e)) from None
+        shortening = max(factor for _, factor in structure)
+        if shortening >= cfg.max_target_positions:
+            # the innermost level would hold one token, a summary of step 0 only: no hierarchy is left
+            raise config_error("hourglass_structure", cfg.hourglass_structure,
+                               f"the shortening {shortening} must be smaller than the sequence length "
+                               f"--tokens-per-sample ({cfg.max_target_positions}): a level shortened that much "
+                               "sees only the first token")
         for flag, allowed in (("activation_fn", sorted(ACTIVATIONS)), ("hourglass_downsampling", DOWNSAMPLINGS),
                               ("hourglass_upsampling", UPSAMPLINGS),
                               ("hourglass_attention_down_base", ATTENTION_DOWN_BASES),

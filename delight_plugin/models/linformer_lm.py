@@ -128,6 +128,13 @@ class LinformerLanguageModel(PlainLanguageModel):
                                f"choose one of {list(CHECKPOINT_LEVELS)} (C2, per-head checkpointing, is not offered)")
 
     @classmethod
+    def trained_length_limit(cls, cfg) -> Optional[int]:
+        """The compression E (k x N) covers the N training positions, whatever --linformer-method."""
+        if not cfg.linformer_full_attention:
+            return cfg.max_target_positions or cfg.tokens_per_sample
+        return super().trained_length_limit(cfg)
+
+    @classmethod
     def build_blocks(cls, cfg) -> List[nn.Module]:
         layerwise = cfg.linformer_sharing == "layerwise" and not cfg.linformer_full_attention
         shared = cls.build_compression(cfg, 0, matrices=1) if layerwise else None

@@ -20,6 +20,13 @@ class PlainLMConfig(EfficientLMConfig):
     activation_fn: ChoiceEnum(sorted(ACTIVATIONS)) = field(default="relu", metadata={"help": "FFN activation"})
 
 
+def validate_ffn(cfg) -> None:
+    if cfg.decoder_ffn_embed_dim is None or cfg.decoder_ffn_embed_dim < 1:
+        raise config_error("decoder_ffn_embed_dim", cfg.decoder_ffn_embed_dim, "must be a positive integer")
+    if cfg.activation_fn not in ACTIVATIONS:
+        raise config_error("activation_fn", cfg.activation_fn, f"choose one of {sorted(ACTIVATIONS)}")
+
+
 def validate_heads(cfg) -> None:
     if cfg.decoder_attention_heads < 1 or cfg.decoder_embed_dim % cfg.decoder_attention_heads:
         raise config_error("decoder_attention_heads", cfg.decoder_attention_heads,
@@ -42,8 +49,7 @@ class PlainLanguageModel(EfficientLanguageModel):
     def validate_config(cls, cfg):
         super().validate_config(cfg)
         validate_heads(cfg)
-        if cfg.activation_fn not in ACTIVATIONS:
-            raise config_error("activation_fn", cfg.activation_fn, f"choose one of {sorted(ACTIVATIONS)}")
+        validate_ffn(cfg)
 
     @classmethod
     def build_block(cls, cfg, layer_index):

@@ -15,7 +15,8 @@ usage: $0 CHECKPOINT [--data DIR] [--tokens-per-sample N] [--context-window N] [
                       112 new tokens, as the DeLighT reference's evaluation)
   --max-tokens        tokens per batch (default: 8192)
   --subsets           (default: "valid test")
-Prints "<subset> perplexity: X" per subset; writes CHECKPOINT_DIR/eval_<name>_<subset>.log and
+Refuses a --tokens-per-sample longer than a model with learned positions (or Linformer's compression)
+was trained on, and checks that every token of the subset was scored. Prints "<subset> perplexity: X" per subset; writes CHECKPOINT_DIR/eval_<name>_<subset>.log and
 CHECKPOINT_DIR/perplexity_<name>_tps<N>_cw<N>.txt. A subset already evaluated for this checkpoint is skipped.
 USAGE
 }
@@ -45,6 +46,11 @@ if [[ -z "$DATA" && -f "$DIR/recipe.env" ]]; then DATA="$(source "$DIR/recipe.en
 need_python
 need_tool fairseq-eval-lm "install fairseq (pip install -e '$REPO')"
 RESULTS="$DIR/perplexity_${NAME}_tps${TPS}_cw${CONTEXT}.txt"
+# A model with parameters per position cannot take longer samples than it was trained on, and
+# fairseq-eval-lm would silently skip all of them ("Perplexity: 1.00"): refuse that here.
+if ((!DRY_RUN)); then
+  problem=$("$PYTHON" -m delight_plugin.recipes.eval_lm_checks window "$CKPT" "$TPS" 2>&1) || die "${problem#error: }"
+fi
 
 read -ra SPLITS <<<"$SUBSETS"
 i=0
@@ -65,6 +71,11 @@ for subset in "${SPLITS[@]}"; do
     line=$(grep -o 'Loss (base 2): [0-9.]*, Perplexity: [0-9.]*' "$LOG" | tail -n 1) \
       || die "no perplexity line in $LOG"
     ppl="${line##*Perplexity: }"
+    evaluated=$(grep -o 'Evaluated [0-9,]* tokens' "$LOG" | tail -n 1 | tr -dc '0-9')
+    expected=$("$PYTHON" -m delight_plugin.recipes.eval_lm_checks tokens "$DATA" "$subset" 2>>"$LOG") \
+      || die "cannot count the tokens of $DATA/$subset"
+    [[ "$evaluated" == "$expected" ]] || die "fairseq-eval-lm scored ${evaluated:-no} of the $expected tokens of \
+$subset (it skips samples longer than the model's max positions): perplexity $ppl is not the split's"
     { grep -v "^$subset " "$RESULTS" 2>/dev/null || true; echo "$subset $ppl"; } >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
   fi
   ((DRY_RUN)) || say "$subset perplexity: $(awk -v s="$subset" '$1 == s {print $2}' "$RESULTS")"

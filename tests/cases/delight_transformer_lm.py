@@ -15,9 +15,11 @@ VARIANTS = {
     "bn-gelu-learned": ["--norm-type", "bn", "--act-type", "gelu", "--position-scheme", "learned"],
     "rotary": ["--position-scheme", "rotary"],
     "adaptive-tied": ["--adaptive-input", "--adaptive-input-cutoff", "20,50", "--adaptive-softmax-cutoff", "20,50",
-                      "--tie-adaptive-weights", "--tie-adaptive-proj"],
+                      "--tie-adaptive-weights", "--tie-adaptive-proj", "--criterion", "adaptive_loss"],
 }
 BAD = [
+    (["--adaptive-input", "--adaptive-input-cutoff", "20,50", "--adaptive-softmax-cutoff", "20,50",
+      "--tie-adaptive-weights", "--criterion", "cross_entropy"], "--criterion adaptive_loss"),
     (["--delight-emb-out-dim", "48"], "--delight-emb-out-dim"),
     (["--delight-dec-min-depth", "4", "--delight-dec-max-depth", "3"], "--delight-dec-min-depth"),
     (["--delight-dec-ffn-red", "5"], "--delight-dec-ffn-red"),
@@ -28,4 +30,10 @@ BAD = [
     (["--act-type", "mish"], "--act-type"),
     (["--pe-dropout", "1.0"], "--pe-dropout"),
     (["--delight-emb-depth", "1"], "--delight-emb-depth"),
+    # skeleton checks name the --delight-* flag that sets the skeleton field
+    (["--delight-emb-out-dim", "-64"], "--delight-emb-out-dim=-64"),
+    (["--delight-dec-layers", "0"], "--delight-dec-layers=0"),
+    (["--print-stats", "--tgt-len-ps", "0"], "--tgt-len-ps=0"),
+    (["--adaptive-input", "--adaptive-input-cutoff", "20,500", "--adaptive-softmax-cutoff", "20,500",
+      "--tie-adaptive-weights", "--criterion", "adaptive_loss"], "vocabulary of 100 symbols"),
 ]

@@ -37,4 +37,8 @@ BAD = [
     (["--hourglass-upsampling", "conv"], "--hourglass-upsampling"),
     (["--hourglass-attention-down-base", "repeat"], "--hourglass-attention-down-base"),
     (["--decoder-attention-heads", "5"], "--decoder-attention-heads"),
+    (["--decoder-ffn-embed-dim", "0"], "--decoder-ffn-embed-dim"),
+    # shortened by at least the 64-token sample: the level holds one token, a summary of step 0
+    (["--hourglass-structure", "1@1,1@128,1@1"], "--tokens-per-sample (64)"),
+    (["--hourglass-structure", "1@1,1@2,1@64,1@2,1@1"], "--tokens-per-sample (64)"),
 ]

@@ -10,4 +10,7 @@ BAD = [
     (["--primer-conv-variant", "per-group"], "--primer-conv-variant"),
     (["--primer-conv-kernel-size", "0"], "--primer-conv-kernel-size"),
     (["--decoder-attention-heads", "5"], "--decoder-attention-heads"),
+    (["--decoder-ffn-embed-dim", "-5"], "--decoder-ffn-embed-dim"),
+    # taps further back than the 64-token sample only ever see the causal padding
+    (["--primer-conv-kernel-size", "1000"], "--tokens-per-sample (64)"),
 ]

@@ -1,6 +1,6 @@
 """Single-head attention of the DeLighT block: self-attention on the DExTra output (d_m/2 wide) and
 encoder-decoder attention from the d_m-wide stream, both on ``F.scaled_dot_product_attention``."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,9 @@ class SingleHeadCrossAttention(CachedModule):
             nn.init.zeros_(proj.bias)
 
     def forward(self, x: Tensor, encoder_out: Tensor, encoder_padding_mask: Optional[Tensor],
-                incremental_state=None) -> Tensor:
+                incremental_state=None, need_weights: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+        """(output, weights): ``weights`` [B, T, S] are the attention probabilities (before dropout),
+        the alignment fairseq expects, when ``need_weights``; else None."""
         cache = self.get_cache(incremental_state)
         if "k" in cache:
             k, v = cache["k"], cache["v"]
@@ -80,4 +82,16 @@ class SingleHeadCrossAttention(CachedModule):
             k, v = self.kv_proj(encoder_out).chunk(2, dim=-1)
             self.set_cache(incremental_state, {"k": k, "v": v})
         dropout = self.dropout if self.training else 0.0
-        return self.out_proj(_attend(self.q_proj(x), k, v, _keep_mask(encoder_padding_mask), False, dropout))
+        q = self.q_proj(x)
+        out = self.out_proj(_attend(q, k, v, _keep_mask(encoder_padding_mask), False, dropout))
+        return out, (attention_weights(q, k, encoder_padding_mask) if need_weights else None)
+
+
+@torch.no_grad()
+def attention_weights(q: Tensor, k: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+    """softmax(q k^T / sqrt(C)) over the source, padded keys at 0: what SDPA computes inside, which it
+    does not return. Only read by alignment, so no gradient."""
+    scores = torch.bmm(q.float(), k.float().transpose(1, 2)) * q.size(-1) ** -0.5
+    if padding_mask is not None:
+        scores = scores.masked_fill(padding_mask[:, None, :], float("-inf"))
+    return scores.softmax(dim=-1)

@@ -77,13 +77,24 @@ class DeLighTBlock(nn.Module):
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
         """``ctx`` may carry ``padding_mask`` (encoder self-attention) and ``encoder_out`` [B, S, d_m]
         with ``encoder_padding_mask`` (decoder cross-attention); see :class:`Seq2SeqContext`."""
+        return self.forward_with_alignment(x, ctx, need_weights=False)[0]
+
+    def forward_with_alignment(self, x: Tensor, ctx: DecodingContext,
+                               need_weights: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
+        """(output, cross-attention weights [B, T, S] or None): the weights when ``need_weights`` and
+        the block has encoder-decoder attention."""
         padding_mask = getattr(ctx, "padding_mask", None)
         x = self._residual(x, self.self_attn_norm,
                            lambda h: self.dropout(self.self_attn(self.dextra(h), ctx, padding_mask)))
+        weights = None
         if self.cross_attn is not None:
-            x = self._residual(x, self.cross_attn_norm, lambda h: self.dropout(self.cross_attn(
-                h, ctx.encoder_out, ctx.encoder_padding_mask, ctx.incremental_state)))
-        return self._residual(x, self.ffn_norm, self.ffn)
+            def cross_attention(h):
+                nonlocal weights
+                out, weights = self.cross_attn(h, ctx.encoder_out, ctx.encoder_padding_mask, ctx.incremental_state,
+                                               need_weights)
+                return self.dropout(out)
+            x = self._residual(x, self.cross_attn_norm, cross_attention)
+        return self._residual(x, self.ffn_norm, self.ffn), weights
 
 
 class Seq2SeqContext(DecodingContext):
