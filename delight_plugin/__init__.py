@@ -23,6 +23,4 @@ from . import safe_loading  # noqa: E402
 safe_loading.allow_fairseq_checkpoint_globals()
 
 from . import models  # noqa: E402,F401  (registers every architecture)
-from . import tasks  # noqa: E402,F401
-from . import criterions  # noqa: E402,F401
 from .hub import load  # noqa: E402,F401  (delight_plugin.load(checkpoint) -> GeneratorHubInterface)

@@ -37,7 +37,6 @@ def read_checkpoint(path: Union[str, Path]):
     name the file."""
     from fairseq import checkpoint_utils
 
-    import delight_plugin  # noqa: F401  (allowlists fairseq's checkpoint globals; registers the models)
 
     check_readable(path)
     try:

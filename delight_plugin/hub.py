@@ -51,7 +51,6 @@ def load(checkpoint: Union[str, Path], checkpoint_file: Optional[str] = None,
     else the data directory it was trained on); ``overrides`` are config overrides such as
     ``bpe="sentencepiece", sentencepiece_model=...`` or ``max_len_b=50``.
     """
-    import delight_plugin  # noqa: F401  (registers the models and the checkpoint allowlist)
     from fairseq import hub_utils
 
     path = _checkpoint_path(checkpoint, checkpoint_file)

@@ -136,7 +136,6 @@ def synthetic_dictionary(vocab_size: int, directory: Optional[Path] = None) -> P
 
 def build_fairseq_lm(arch: str, flags: List[str], length: int, data_dir: Path):
     """Build ``arch`` as fairseq-train would for ``--tokens-per-sample length``."""
-    import delight_plugin  # noqa: F401  (registers the architectures)
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 

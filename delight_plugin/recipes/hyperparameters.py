@@ -101,7 +101,6 @@ def update_freq(tokens_per_update: int, max_tokens: int, gpus: int) -> int:
 
 def registered_lm_archs() -> List[str]:
     """``transformer_lm`` and every LM architecture the plugin registers right now."""
-    import delight_plugin  # noqa: F401  (registers the architectures)
     from delight_plugin.presets import plugin_lm_archs
     return [LM_BASELINE, *plugin_lm_archs()]
 
@@ -137,7 +136,6 @@ def lm_flags(arch: str, dataset: str, gpus: int = 1, d_m: Optional[int] = None) 
 
 def mt_archs() -> List[str]:
     from fairseq.models import ARCH_MODEL_REGISTRY
-    import delight_plugin  # noqa: F401
     return [a for a in (MT_BASELINE, DELIGHT_MT) if a in ARCH_MODEL_REGISTRY]
 
 

@@ -1,1 +1,0 @@
-"""Tasks: fairseq's own ``language_modeling`` and ``translation`` serve every architecture here."""
