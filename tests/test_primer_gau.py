@@ -10,7 +10,7 @@ import harness
 from delight_plugin.modules import gau as gau_module
 from delight_plugin.modules.cache import DecodingContext
 from delight_plugin.modules.dconv import CONV_VARIANTS, CausalDepthwiseConv
-from delight_plugin.modules.gau import (ATTENTION_FNS, CausalRelativeBias, ChunkedAttention, GAUBlock,
+from delight_plugin.modules.gau import (ATTENTION_FNS, BucketLookup, CausalRelativeBias, ChunkedAttention, GAUBlock,
                                         QuadAttention, laplace)
 from delight_plugin.modules.prefix_sum import exclusive_prefix_sum
 from delight_plugin.presets import non_embedding_params, preset_flags
@@ -355,3 +355,20 @@ def test_chunked_group_longer_than_the_sample_is_one_exact_group():
     harness.probe_causality(model)
     harness.probe_prefix(model)
     harness.probe_incremental(model)
+
+
+def test_relative_bias_gradient_is_the_embeddings():
+    """The bias's own backward (one bincount) equals autograd's through an embedding look-up."""
+    bias = CausalRelativeBias().double()
+    torch.nn.init.normal_(bias.bias.weight)
+    queries, keys = torch.arange(100, 140), torch.arange(140)
+    grad = torch.randn(40, 140, dtype=torch.float64)
+    (bias(queries, keys) * grad).sum().backward()
+    ours = bias.bias.weight.grad.clone()
+    bias.bias.weight.grad = None
+    reference = bias.bias(bias.bucket(queries[:, None] - keys[None, :])).squeeze(-1)
+    assert torch.equal(reference, bias(queries, keys))
+    (reference * grad).sum().backward()
+    assert torch.allclose(ours, bias.bias.weight.grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda w: BucketLookup.apply(w, bias.bucket(queries[:, None] - keys[None, :])),
+                                    (torch.randn(32, dtype=torch.float64, requires_grad=True),))
