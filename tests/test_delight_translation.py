@@ -137,11 +137,14 @@ BAD = [
 ]
 
 
+def translation_build_error(flags, tmp_path) -> str:
+    return harness.build_error(ARCH, flags, data_dir=translation_dicts(tmp_path / "dict"), task="translation",
+                               extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
+
+
 @pytest.mark.parametrize("flags,text", BAD, ids=[b[1] for b in BAD])
 def test_bad_config_rejected_at_build(flags, text, tmp_path):
-    data = translation_dicts(tmp_path / "dict")
-    message = harness.build_error(ARCH, TINY + flags, data_dir=data, task="translation",
-                                  extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
+    message = translation_build_error(TINY + flags, tmp_path)
     assert text in message, message[-500:]
 
 
@@ -156,9 +159,7 @@ BAD_ADAPTIVE = [
 
 @pytest.mark.parametrize("flags,text", BAD_ADAPTIVE, ids=[b[1] for b in BAD_ADAPTIVE])
 def test_bad_adaptive_softmax_rejected_at_build(flags, text, tmp_path):
-    data = translation_dicts(tmp_path / "dict")
-    message = harness.build_error(ARCH, UNTIED + flags, data_dir=data, task="translation",
-                                  extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
+    message = translation_build_error(UNTIED + flags, tmp_path)
     assert text in message, message[-500:]
     assert build(UNTIED + ["--adaptive-softmax-cutoff", "20,50", "--criterion", "adaptive_loss"], tmp=tmp_path)
 
