@@ -131,9 +131,8 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
     def extract_features(self, tokens: Tensor, incremental_state=None, return_all_hiddens: bool = False, **unused):
         offset = 0
         if incremental_state is not None:
-            # fairseq passes the whole prefix; everything before the last token is cached.
-            offset = tokens.size(1) - 1
-            tokens = tokens[:, -1:]
+            offset = self.tokens_read(incremental_state, tokens.size(1))
+            tokens = tokens[:, offset:]
         positions = torch.arange(offset, offset + tokens.size(1), device=tokens.device)
         ctx = DecodingContext(positions, incremental_state)
 
@@ -158,6 +157,23 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         if self.project_out_dim is not None:
             x = self.project_out_dim(x)
         return x, {"attn": [None], "inner_states": inner_states}
+
+    def tokens_read(self, incremental_state, length: int) -> int:
+        """How many of the ``length`` tokens passed with ``incremental_state`` are already cached;
+        records that all ``length`` will be after this call.
+
+        fairseq passes the whole prefix at every step (one new token). A fresh state with a prompt
+        of N tokens is a prefill: one parallel pass fills every block's cache and returns the
+        outputs of all N positions, so decoding continues at position N without N sequential
+        steps; a longer prefix later extends the cache the same way (a prompt read in pieces)."""
+        record = self.get_incremental_state(incremental_state, "tokens_read")
+        read = int(record["length"]) if record else 0
+        if length <= read:
+            raise ValueError(f"incremental decoding: the decoder has already read {read} tokens of this "
+                             f"incremental_state; pass the whole prefix with at least one new token, got {length}")
+        # a 0-dim CPU tensor: fairseq's state holds tensors, and beam search's reorder skips 0-dim ones
+        self.set_incremental_state(incremental_state, "tokens_read", {"length": torch.tensor(length)})
+        return read
 
     def output_layer(self, features: Tensor) -> Tensor:
         return features if self.adaptive_softmax is not None else self.output_projection(features)
