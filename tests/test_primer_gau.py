@@ -276,6 +276,7 @@ def test_gau_probes_hold_when_attention_matters(flags):
     harness.probe_causality(model)
     harness.probe_prefix(model)
     harness.probe_incremental(model)
+    harness.probe_prefill(model)
 
 
 def test_gau_block_parameters_match_the_paper():

@@ -149,36 +149,60 @@ class ChunkedAttention(CachedModule):
         return out.reshape(bsz, groups * size, -1)[:, :seq_len]
 
     def step(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext) -> Tensor:
-        """New tokens [B, T, *] after the cached prefix. The skeleton decodes one token at a time;
-        a longer T is split at group boundaries (a loop over at most T / C + 1 pieces)."""
+        """New tokens [B, T, *] after the cached prefix: one token (decoding) or a prompt (prefill)."""
         cache = self.get_cache(ctx.incremental_state)
-        outputs, start = [], 0
-        while start < v.size(1):
-            position = ctx.offset + start
-            in_group = position % self.group_size
-            end = start + min(v.size(1) - start, self.group_size - in_group)
-            piece = slice(start, end)
-            keys, values, lin_keys = quad_k[:, piece], v[:, piece], lin_k[:, piece]
-            if in_group:  # the current group's earlier rows are cached
-                keys = torch.cat([cache["group_k"], keys], dim=1)
-                values = torch.cat([cache["group_v"], values], dim=1)
-                lin_keys = torch.cat([cache["group_lin_k"], lin_keys], dim=1)
-            query_positions = ctx.positions[piece]
-            key_positions = torch.arange(position - in_group, position - in_group + keys.size(1), device=v.device)
-            out = masked_attention(quad_q[:, piece], keys, values, self.scale, self.attention_fn,
-                                   causal_mask(end - start, keys.size(1), v.device),
-                                   self.local_bias(query_positions, key_positions), self.dropout, self.training)
-            if "earlier_kv" in cache:
-                out = out + torch.matmul(lin_q[:, piece], cache["earlier_kv"]) * self.scale
-            outputs.append(out)
-            if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
-                group_kv = torch.matmul(lin_keys.transpose(-1, -2), values)
-                cache = {"earlier_kv": cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv}
-            else:
-                cache.update(group_k=keys, group_v=values, group_lin_k=lin_keys)
-            start = end
+        if v.size(1) > 1:
+            out, cache = self.read_prompt(quad_q, quad_k, lin_q, lin_k, v, ctx.offset, cache)
+        else:
+            out, cache = self.read_token(quad_q, quad_k, lin_q, lin_k, v, ctx, cache)
         self.set_cache(ctx.incremental_state, cache)
-        return torch.cat(outputs, dim=1)
+        return out
+
+    def read_token(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext, cache):
+        """One token: attend to the current group's cached rows, add the sum over earlier groups."""
+        in_group = ctx.offset % self.group_size
+        keys, values, lin_keys = quad_k, v, lin_k
+        if in_group:  # the current group's earlier rows are cached
+            keys = torch.cat([cache["group_k"], keys], dim=1)
+            values = torch.cat([cache["group_v"], values], dim=1)
+            lin_keys = torch.cat([cache["group_lin_k"], lin_keys], dim=1)
+        key_positions = torch.arange(ctx.offset - in_group, ctx.offset + 1, device=v.device)
+        out = masked_attention(quad_q, keys, values, self.scale, self.attention_fn, None,
+                               self.local_bias(ctx.positions, key_positions), self.dropout, self.training)
+        if "earlier_kv" in cache:
+            out = torch.baddbmm(out, lin_q, cache["earlier_kv"], alpha=self.scale)
+        if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
+            group_kv = torch.matmul(lin_keys.transpose(-1, -2), values)
+            cache = {"earlier_kv": cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv}
+        else:
+            cache.update(group_k=keys, group_v=values, group_lin_k=lin_keys)
+        return out, cache
+
+    def read_prompt(self, quad_q, quad_k, lin_q, lin_k, v, offset: int, cache):
+        """T > 1 tokens at once with the parallel formula. When ``offset`` is inside a group, that
+        group's cached rows go in front (with zero queries, whose outputs are dropped) so that the
+        groups line up with the absolute ones; the cached sum over earlier groups reaches every new
+        query alike. Then every group completed here is folded into the sum in one product and the
+        rows of the unfinished group are kept."""
+        in_group = offset % self.group_size
+        if in_group:
+            quad_q, lin_q = (F.pad(t, (0, 0, in_group, 0)) for t in (quad_q, lin_q))
+            quad_k, lin_k, v = (torch.cat([cache[name], t], dim=1)
+                                for name, t in (("group_k", quad_k), ("group_lin_k", lin_k), ("group_v", v)))
+        out = self.parallel(quad_q, quad_k, lin_q, lin_k, v)[:, in_group:]
+        earlier_kv = cache.get("earlier_kv")
+        if earlier_kv is not None:
+            out = torch.baddbmm(out, lin_q[:, in_group:], earlier_kv, alpha=self.scale)
+        complete = v.size(1) // self.group_size * self.group_size
+        cache = {}
+        if complete:
+            done_kv = torch.matmul(lin_k[:, :complete].transpose(-1, -2), v[:, :complete])
+            earlier_kv = done_kv if earlier_kv is None else earlier_kv + done_kv
+        if earlier_kv is not None:
+            cache["earlier_kv"] = earlier_kv
+        if complete < v.size(1):
+            cache.update(group_k=quad_k[:, complete:], group_v=v[:, complete:], group_lin_k=lin_k[:, complete:])
+        return out, cache
 
 
 def shift_tokens(x: Tensor, history: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
