@@ -75,6 +75,24 @@ def cutoffs(value: Optional[str]) -> Optional[List[int]]:
     return None if value is None else utils.eval_str_list(value, type=int)
 
 
+class AdaptiveInputAnyDtype(AdaptiveInput):
+    """fairseq's AdaptiveInput, whose output takes the dtype of its bands' projections. fairseq's
+    writes them into a tensor of its float32 marker's dtype, which fails under autocast (a bfloat16
+    projection into a float32 tensor: "Index put requires the source and destination dtypes match")."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        result = None
+        for i, cutoff in enumerate(self.cutoff):
+            low = self.cutoff[i - 1] if i else 0
+            mask = (input >= low) & (input < cutoff)
+            if mask.any():
+                band = self.embeddings[i](input[mask] - low)
+                if result is None:
+                    result = band.new_empty(input.shape + (self.embedding_dim,))
+                result[mask] = band
+        return self._float_tensor.new_empty(input.shape + (self.embedding_dim,)) if result is None else result
+
+
 class EfficientLMDecoder(FairseqIncrementalDecoder):
     def __init__(self, cfg: EfficientLMConfig, dictionary, model_cls):
         super().__init__(dictionary)
@@ -85,7 +103,7 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         self.padding_idx = dictionary.pad()
 
         if cfg.adaptive_input:
-            self.embed_tokens = AdaptiveInput(
+            self.embed_tokens = AdaptiveInputAnyDtype(
                 len(dictionary), self.padding_idx, input_dim, cfg.adaptive_input_factor,
                 input_dim, cutoffs(cfg.adaptive_input_cutoff), 0.0, 8)
         else:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .attention import causal_mask
 from .cache import CachedModule, DecodingContext
 from .group_attention import group_attention, laplace
-from .prefix_sum import exclusive_prefix_sum
+from .prefix_sum import accumulator, exclusive_prefix_sum
 from .positions import RotaryEmbedding
 
 GAU_MODES = ("quad", "chunked")
@@ -103,8 +103,8 @@ class ChunkedAttention(CachedModule):
     """FLASH: quadratic attention within groups of ``group_size`` plus causal linear attention
     across groups (exclusive cumulative sum of the groups' lin_k^T v).
 
-    Decoding keeps the s x e sum over completed groups and the current group's keys and values
-    (fewer than ``group_size`` rows), so a token costs O(group_size), not O(n).
+    Decoding keeps the s x e sum over completed groups (in float32: a running sum) and the current
+    group's keys and values (fewer than ``group_size`` rows), so a token costs O(group_size), not O(n).
     """
 
     def __init__(self, group_size: int, attention_fn: str, relative_bias: Optional[CausalRelativeBias],
@@ -170,9 +170,9 @@ class ChunkedAttention(CachedModule):
         out = masked_attention(quad_q, keys, values, self.scale, self.attention_fn, None,
                                self.local_bias(ctx.positions, key_positions), self.dropout, self.training)
         if "earlier_kv" in cache:
-            out = torch.baddbmm(out, lin_q, cache["earlier_kv"], alpha=self.scale)
+            out = torch.baddbmm(out, lin_q, cache["earlier_kv"].to(out.dtype), alpha=self.scale)
         if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
-            group_kv = torch.matmul(lin_keys.transpose(-1, -2), values)
+            group_kv = accumulator(torch.matmul(lin_keys.transpose(-1, -2), values))
             cache = {"earlier_kv": cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv}
         else:
             cache.update(group_k=keys, group_v=values, group_lin_k=lin_keys)
@@ -192,11 +192,11 @@ class ChunkedAttention(CachedModule):
         out = self.parallel(quad_q, quad_k, lin_q, lin_k, v)[:, in_group:]
         earlier_kv = cache.get("earlier_kv")
         if earlier_kv is not None:
-            out = torch.baddbmm(out, lin_q[:, in_group:], earlier_kv, alpha=self.scale)
+            out = torch.baddbmm(out, lin_q[:, in_group:], earlier_kv.to(out.dtype), alpha=self.scale)
         complete = v.size(1) // self.group_size * self.group_size
         cache = {}
         if complete:
-            done_kv = torch.matmul(lin_k[:, :complete].transpose(-1, -2), v[:, :complete])
+            done_kv = accumulator(torch.matmul(lin_k[:, :complete].transpose(-1, -2), v[:, :complete]))
             earlier_kv = done_kv if earlier_kv is None else earlier_kv + done_kv
         if earlier_kv is not None:
             cache["earlier_kv"] = earlier_kv
