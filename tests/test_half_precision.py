@@ -10,6 +10,12 @@ loss within 0.05 of float32 (about 1% of the ~4.6 nats of a 100-word model at in
 gradients together within 5% of float32 in relative L2 norm, and each parameter's gradient whose
 norm is not negligible (>= 1% of the largest) within 15%; float16 log-probabilities within 0.02.
 """
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -148,3 +154,38 @@ def test_running_sums_of_decoding_states_stay_float32():
         model.decoder(harness.random_tokens(1, 21), incremental_state=state)
     sums = [v["earlier_kv"] for v in state.values() if "earlier_kv" in v]
     assert len(sums) == 2 and all(s.dtype == torch.float32 for s in sums)
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/gpu_check.sh (no GPU here: its logic runs on the CPU with --cpu --bf16)
+# ------------------------------------------------------------------------------------------------
+
+GPU_CHECK = harness.REPO / "scripts" / "gpu_check.sh"
+
+
+def run_gpu_check(*args, tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(["bash", str(GPU_CHECK), "--output-dir", str(tmp_path), *args],
+                          capture_output=True, text=True, env=env)
+
+
+def test_gpu_check_is_shellcheck_clean_and_needs_a_gpu(tmp_path):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    lint = subprocess.run(["shellcheck", str(GPU_CHECK)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: run the script itself")
+    proc = run_gpu_check(tmp_path=tmp_path)
+    assert proc.returncode == 2 and "needs a GPU" in proc.stderr, proc.stderr
+    proc = run_gpu_check("--precisions", "fp32", tmp_path=tmp_path)
+    assert proc.returncode == 2 and "--precisions" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_trains_with_bf16_and_reports_on_the_cpu(tmp_path):
+    proc = run_gpu_check("--cpu", "--archs", "gau_lm_flash", "--size", "tiny", "--updates", "2",
+                         "--precisions", "bf16", "--no-benchmark", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (tmp_path / "gpu_check.md").read_text()
+    assert "| gau_lm_flash | --bf16 | loss " in summary, summary
