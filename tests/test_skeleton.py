@@ -132,3 +132,20 @@ def test_adaptive_cutoffs_are_scaled_only_when_they_do_not_fit_the_vocabulary(tm
     model, _ = harness.build(arch, small + flags, data_dir=harness.write_dictionary(tmp_path, size=10000))
     assert model.decoder.adaptive_softmax.cutoff == [746, 2240, 10000]
     assert vocabulary_flags(arch, 267744) == [] and vocabulary_flags("plain_lm", 100) == []
+
+
+def test_append_rows_keeps_the_history_of_torch_cat_in_a_buffer_written_in_place():
+    from delight_plugin.modules.cache import append_rows
+
+    g = torch.Generator().manual_seed(0)
+    pieces = [torch.randn(2, 3, n, 4, generator=g) for n in [300] + [1] * 260 + [5]]  # outgrows its room once
+    cache, buffers = {}, set()
+    for i, piece in enumerate(pieces):
+        history = append_rows(cache, "k", piece, dim=2)
+        assert torch.equal(history, torch.cat(pieces[: i + 1], dim=2))
+        buffers.add(cache["k"].data_ptr())
+    assert cache["k_rows"] == 565 and len(buffers) == 2  # room for 300 + 256 rows, then one regrowth
+    limited = {}
+    for piece in pieces[1:5]:
+        append_rows(limited, "g", piece, dim=2, limit=4)
+    assert limited["g"].shape[2] == 4 and torch.equal(limited["g"], torch.cat(pieces[1:5], dim=2))

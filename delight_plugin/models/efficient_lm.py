@@ -152,7 +152,7 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
             offset = self.tokens_read(incremental_state, tokens.size(1))
             tokens = tokens[:, offset:]
         positions = torch.arange(offset, offset + tokens.size(1), device=tokens.device)
-        ctx = DecodingContext(positions, incremental_state)
+        ctx = DecodingContext(positions, incremental_state, offset)
 
         x = self.embed_scale * self.embed_tokens(tokens)
         if self.input_transform is not None:

@@ -26,7 +26,7 @@ from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
 from .attention import causal_mask
-from .cache import CachedModule, DecodingContext
+from .cache import CachedModule, DecodingContext, append_rows
 from .group_attention import group_attention, laplace
 from .prefix_sum import accumulator, exclusive_prefix_sum
 from .positions import RotaryEmbedding
@@ -88,10 +88,10 @@ class QuadAttention(CachedModule):
         self.relative_bias, self.dropout = relative_bias, dropout
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, ctx: DecodingContext) -> Tensor:
-        cache = self.get_cache(ctx.incremental_state)
-        if "k" in cache:
-            k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
-        self.set_cache(ctx.incremental_state, {"k": k, "v": v})
+        if ctx.incremental_state is not None:
+            cache = self.get_cache(ctx.incremental_state)
+            k, v = append_rows(cache, "k", k, dim=1), append_rows(cache, "v", v, dim=1)
+            self.set_cache(ctx.incremental_state, cache)
         bias = None
         if self.relative_bias is not None:
             bias = self.relative_bias(ctx.positions, torch.arange(k.size(1), device=k.device))
@@ -161,11 +161,9 @@ class ChunkedAttention(CachedModule):
     def read_token(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext, cache):
         """One token: attend to the current group's cached rows, add the sum over earlier groups."""
         in_group = ctx.offset % self.group_size
-        keys, values, lin_keys = quad_k, v, lin_k
-        if in_group:  # the current group's earlier rows are cached
-            keys = torch.cat([cache["group_k"], keys], dim=1)
-            values = torch.cat([cache["group_v"], values], dim=1)
-            lin_keys = torch.cat([cache["group_lin_k"], lin_keys], dim=1)
+        # The current group's rows, this one written in place after the cached ones.
+        keys, values, lin_keys = (append_rows(cache, name, t, 1, self.group_size)
+                                  for name, t in (("group_k", quad_k), ("group_v", v), ("group_lin_k", lin_k)))
         key_positions = torch.arange(ctx.offset - in_group, ctx.offset + 1, device=v.device)
         out = masked_attention(quad_q, keys, values, self.scale, self.attention_fn, None,
                                self.local_bias(ctx.positions, key_positions), self.dropout, self.training)
@@ -173,9 +171,9 @@ class ChunkedAttention(CachedModule):
             out = torch.baddbmm(out, lin_q, cache["earlier_kv"].to(out.dtype), alpha=self.scale)
         if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
             group_kv = accumulator(torch.matmul(lin_keys.transpose(-1, -2), values))
-            cache = {"earlier_kv": cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv}
-        else:
-            cache.update(group_k=keys, group_v=values, group_lin_k=lin_keys)
+            cache["earlier_kv"] = cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv
+            for name in ("group_k", "group_v", "group_lin_k"):  # the buffers start the next group
+                cache[name + "_rows"] = 0
         return out, cache
 
     def read_prompt(self, quad_q, quad_k, lin_q, lin_k, v, offset: int, cache):
@@ -187,7 +185,7 @@ class ChunkedAttention(CachedModule):
         in_group = offset % self.group_size
         if in_group:
             quad_q, lin_q = (F.pad(t, (0, 0, in_group, 0)) for t in (quad_q, lin_q))
-            quad_k, lin_k, v = (torch.cat([cache[name], t], dim=1)
+            quad_k, lin_k, v = (torch.cat([cache[name][:, :in_group], t], dim=1)
                                 for name, t in (("group_k", quad_k), ("group_lin_k", lin_k), ("group_v", v)))
         out = self.parallel(quad_q, quad_k, lin_q, lin_k, v)[:, in_group:]
         earlier_kv = cache.get("earlier_kv")
@@ -200,8 +198,8 @@ class ChunkedAttention(CachedModule):
             earlier_kv = done_kv if earlier_kv is None else earlier_kv + done_kv
         if earlier_kv is not None:
             cache["earlier_kv"] = earlier_kv
-        if complete < v.size(1):
-            cache.update(group_k=quad_k[:, complete:], group_v=v[:, complete:], group_lin_k=lin_k[:, complete:])
+        for name, t in (("group_k", quad_k), ("group_v", v), ("group_lin_k", lin_k)):
+            append_rows(cache, name, t[:, complete:], 1, self.group_size)
         return out, cache
 
 
