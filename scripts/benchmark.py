@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Benchmark every LM architecture of the plugin, fairseq's transformer_lm (always included, the
 reference of every ratio) and the PyPI peers at a matched size preset: training fwd+bwd tokens/s,
-inference tokens/s, incremental generation tokens/s, peak memory, parameters, MACs per token and
-training MFU, at each --lengths. Writes <output-dir>/<stem>.{json,md}, <stem>_throughput.png and
+inference tokens/s, incremental generation tokens/s from position 0, peak memory, parameters, MACs
+per token and training MFU, at each --lengths; and ms per decoding step at fixed contexts
+(--decode-contexts, reached by prefill). Writes <output-dir>/<stem>.{json,md}, <stem>_throughput.png and
 <stem>_memory.png (stem: benchmark). Example: python scripts/benchmark.py --size tiny --lengths 256 512"""
 import argparse
 import logging
 import shlex
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -51,6 +53,16 @@ def parse_args(argv=None):
                         "a run's first samples are slower than the rest")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--stem", default="benchmark", help="file name stem of the JSON and markdown")
+    p.add_argument("--metrics", choices=["all", "throughput", "decode"], default="all",
+                   help="throughput: training/inference/generation per length; decode: ms/token at fixed "
+                        "contexts (<stem>_decode.{json,md,png}); all (default): both")
+    p.add_argument("--decode-contexts", type=int, nargs="+", default=[1024, 4096, 8192, 16384, 32768],
+                   help="contexts C at which decoding is timed (the cache holds C tokens)")
+    p.add_argument("--decode-batch-sizes", type=int, nargs="+", default=[1, 8], help="decode batch sizes (default 1 8)")
+    p.add_argument("--decode-steps", type=int, default=64, help="timed single-token steps per sample (default 64)")
+    p.add_argument("--decode-repeats", type=int, default=None, help="decode samples per cell (default: --repeats)")
+    p.add_argument("--decode-budget", type=float, default=300.0,
+                   help="seconds one decode sample (reaching C and the steps) may take (default 300)")
     return p.parse_args(argv)
 
 
@@ -94,12 +106,26 @@ def main(argv=None):
     for line in skipped:
         print(f"peer skipped: {line}")
 
-    result = Benchmark(subjects + peer_list, options, log=lambda s: print(s, flush=True)).run()
-    result["meta"]["command"] = "python scripts/benchmark.py " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None else argv))
-    result["meta"]["peers_skipped"] = skipped
-    for path in report.write(result, Path(args.output_dir), args.stem):
-        print(f"wrote {path}")
-    print("\n" + report.ratio_table(result))
+    command = "python scripts/benchmark.py " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None else argv))
+    if args.metrics in ("all", "throughput"):
+        result = Benchmark(subjects + peer_list, options, log=lambda s: print(s, flush=True)).run()
+        result["meta"]["command"] = command
+        result["meta"]["peers_skipped"] = skipped
+        for path in report.write(result, Path(args.output_dir), args.stem):
+            print(f"wrote {path}")
+        print("\n" + report.ratio_table(result))
+    if args.metrics in ("all", "decode"):
+        from delight_plugin.benchmark import decode
+
+        decode_options = decode.DecodeOptions(
+            contexts=args.decode_contexts, batch_sizes=args.decode_batch_sizes, steps=args.decode_steps,
+            repeats=args.decode_repeats or args.repeats, vocab_size=args.vocab_size, device=args.device,
+            time_budget=args.decode_budget)
+        with measure.memory_limit((memory_limit_gb or None) if device.type == "cpu" else None):
+            started = time.time()
+            rows = decode.DecodeBenchmark(subjects, decode_options, log=lambda s: print(s, flush=True)).run()
+        for path in decode.write(rows, decode_options, Path(args.output_dir), args.stem, command, time.time() - started):
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,37 @@ def probe_incremental(model, length: int = 37, tol: float = 1e-4, **kw):
     assert diff <= tol, f"after reordering the beam, incremental decoding differs by {diff:.3g} (> {tol})"
 
 
+def prefill_log_probs(model, tokens, prompt: int, pieces=1, **kw):
+    """Read ``tokens[:, :prompt]`` into an empty incremental_state in ``pieces`` parallel passes
+    (prefill), then decode the rest one token at a time; log-probabilities of every position."""
+    state = {}
+    ends = [prompt * (i + 1) // pieces for i in range(pieces)]
+    with torch.no_grad():
+        steps = []
+        for end in ends:
+            out = model.decoder(tokens[:, :end], incremental_state=state, **kw)
+            steps.append(model.get_normalized_probs(out, log_probs=True).float())
+        for t in range(prompt, tokens.size(1)):
+            out = model.decoder(tokens[:, : t + 1], incremental_state=state, **kw)
+            steps.append(model.get_normalized_probs(out, log_probs=True).float()[:, -1:])
+    return torch.cat(steps, dim=1)
+
+
+def probe_prefill(model, prompts=(8, 13, 16, 24), steps: int = 9, tol: float = 1e-4, **kw):
+    """Prefill of a prompt (in one pass, and in two: 13 = 6 + 7 tokens ends mid-group), then
+    token-by-token steps, equals the full forward pass for every position. The default prompts are and are not multiples of the tiny cases' FLASH group size
+    and Linformer chunk size (8), and several steps cross a group boundary after the prompt."""
+    model.eval()
+    tokens = random_tokens(3, max(prompts) + steps)
+    full = log_probs(model, tokens, **kw)
+    for prompt in prompts:
+        for pieces in (1, 2):
+            got = prefill_log_probs(model, tokens[:, : prompt + steps], prompt, pieces, **kw)
+            diff = (got - full[:, : prompt + steps]).abs().max().item()
+            assert diff <= tol, (f"prefill of {prompt} tokens in {pieces} piece(s) + {steps} steps differs from "
+                                 f"the full forward pass by {diff:.3g} (> {tol})")
+
+
 # --------------------------------------------------------------------------------------------
 # fairseq command-line tools
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 product, a budget that interrupts), one broken or slow model gives error cells instead of a crash,
 ratios are taken against the baseline of the same run, and the command line writes the JSON, the
 markdown and the plots with a row for every registered LM architecture."""
+import importlib.util
 import json
 import re
 import subprocess
@@ -211,13 +212,15 @@ def test_our_models_are_built_as_fairseq_train_builds_them():
 
 @pytest.mark.slow
 def test_command_line_smoke(tmp_path):
-    """The acceptance command (one repeat, 1 s of decoding and no PyPI peers to save CI time): every
-    registered LM arch has a row."""
+    """The acceptance command (one repeat, 1 s of decoding, no PyPI peers and one short decode context
+    to save CI time): every registered LM arch has a row, and a decode row."""
     cmd = [sys.executable, str(harness.REPO / "scripts" / "benchmark.py"), "--size", "tiny", "--lengths", "256",
-           "512", "--repeats", "1", "--generate-budget", "1", "--peers", "none", "--output-dir", str(tmp_path)]
+           "512", "--repeats", "1", "--generate-budget", "1", "--peers", "none", "--output-dir", str(tmp_path),
+           "--decode-contexts", "64", "--decode-batch-sizes", "1", "--decode-steps", "2", "--decode-repeats", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("benchmark.json", "benchmark.md", "benchmark_throughput.png", "benchmark_memory.png"):
+    for name in ("benchmark.json", "benchmark.md", "benchmark_throughput.png", "benchmark_memory.png",
+                 "benchmark_decode.json", "benchmark_decode.md", "benchmark_decode.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
     names = {r["name"] for r in rows}
@@ -231,6 +234,8 @@ def test_command_line_smoke(tmp_path):
         for length in (256, 512):
             row = measured[arch, length]
             assert row["train_tokens_per_s"] and row["infer_tokens_per_s"] and row["macs_per_token"], row["errors"]
+    decoded = json.loads((tmp_path / "benchmark_decode.json").read_text())["rows"]
+    assert {r["name"] for r in decoded if r["ms_per_token"]} == set(plugin_lm_archs()) | {"transformer_lm"}
 
 
 def test_adaptive_softmax_trains_on_its_cluster_logits():
@@ -249,3 +254,49 @@ def test_adaptive_softmax_trains_on_its_cluster_logits():
     nll = torch.nn.functional.nll_loss(log_probs.reshape(-1, log_probs.size(-1)), tokens[:, 1:].reshape(-1))
     assert torch.isclose(loss, nll, rtol=1e-5), (loss.item(), nll.item())
     assert all(p.grad is not None for p in model.module.decoder.adaptive_softmax.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoding at a fixed context
+# ------------------------------------------------------------------------------------------------
+
+def test_the_baselines_cache_from_its_own_forward_is_its_decoding_state():
+    """transformer_lm has no prefill: its k/v cache is filled from one forward pass (a hook on each
+    attention's input). Up to ``baseline_forward`` tokens that is exactly its state: the steps after it give the
+    logits of its full forward pass."""
+    from delight_plugin.benchmark import decode
+
+    model, _ = harness.build("transformer_lm", preset_flags("transformer_lm", "tiny"))
+    model.eval()
+    tokens = harness.random_tokens(1, 30)
+    with torch.no_grad():
+        full, _ = model.decoder(tokens)
+        state = decode.reach_context(model, tokens, 24, decode.DecodeOptions(baseline_forward=64))
+        steps = [model.decoder(tokens[:, : t + 1], incremental_state=state)[0][:, -1] for t in range(24, 30)]
+    diff = (torch.stack(steps, 1) - full[:, 24:]).abs().max().item()
+    assert diff <= 1e-4, f"steps after the hooked cache differ from the full forward by {diff:.3g}"
+
+
+def test_decode_benchmark_reaches_each_context_and_writes_tables_and_a_plot(tmp_path):
+    """A tiny run: each (arch, context, batch) gets ms/token, the baseline's speedup is 1 by definition
+    and our models report reaching C by prefill; contexts past the baseline's forward are labelled."""
+    from delight_plugin.benchmark import decode
+
+    subjects = fairseq_subjects(["gau_lm_flash", "linformer_lm"], "tiny", VOCAB, torch.device("cpu"), torch.float32)
+    opts = decode.DecodeOptions(contexts=[16, 40], batch_sizes=[1, 2], steps=3, warmup=1, repeats=1, piece=24,
+                                baseline_forward=32, vocab_size=VOCAB)
+    rows = decode.DecodeBenchmark(subjects, opts, log=lambda s: None).run()
+    assert {(r["name"], r["context"], r["batch"]) for r in rows} == {
+        (n, c, b) for n in ("transformer_lm", "gau_lm_flash", "linformer_lm") for c in (16, 40) for b in (1, 2)}
+    assert all(r["ms_per_token"] > 0 and not r["errors"] for r in rows), [r["errors"] for r in rows]
+    assert all(r["speedup"] == 1.0 for r in rows if r["kind"] == "baseline")
+    reached = {(r["name"], r["context"]): r["reached_by"] for r in rows}
+    assert reached[("gau_lm_flash", 40)] == "prefill"
+    assert reached[("transformer_lm", 16)] == "own forward (hooked)"
+    assert reached[("transformer_lm", 40)] == "own forward over 32, repeated to 40"
+    paths = decode.write(rows, opts, tmp_path, "bench", "python scripts/benchmark.py --metrics decode", 1.0)
+    text = (tmp_path / "bench_decode.md").read_text()
+    assert "| gau_lm_flash |" in text and "C = 40" in text and "Batch 2:" in text, text
+    assert json.loads((tmp_path / "bench_decode.json").read_text())["rows"][0]["ms_per_token"] > 0
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "bench_decode.png").stat().st_size > 0 and len(paths) == 3

@@ -62,6 +62,15 @@ def test_incremental_equals_full(arch, flags):
     harness.probe_incremental(model)
 
 
+@pytest.mark.parametrize("arch,flags", variant_params())
+def test_prefill_then_steps_equal_full(arch, flags):
+    reason = getattr(harness.cases(arch), "NO_INCREMENTAL", None)
+    if reason:
+        pytest.skip(f"{arch} opts out of incremental decoding: {reason}")
+    model, _ = harness.build(arch, harness.tiny_flags(arch) + flags)
+    harness.probe_prefill(model)
+
+
 @pytest.mark.parametrize("arch,flags,text", bad_params())
 def test_bad_config_rejected_at_build(arch, flags, text):
     message = harness.build_error(arch, harness.tiny_flags(arch) + flags)

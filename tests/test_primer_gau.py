@@ -85,7 +85,7 @@ def test_primer_decoding_cache_keeps_kernel_minus_one_projections():
     attention = model.decoder.layers[1].attention
     cache = attention.get_cache(state)
     assert cache["qkv_history"].shape == (2, 3, 3 * 32)
-    assert cache["k"].shape == (2, 4, 6, 8)
+    assert cache["k_rows"] == 6 and cache["k"].shape[:2] == (2, 4) and cache["k"].shape[3] == 8  # 6 rows in use
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,12 +208,14 @@ def test_chunked_decoding_accepts_pieces_that_cross_groups():
 
 
 def test_chunked_decoding_state_is_bounded_by_the_group():
-    """After 2C + 3 tokens the state is the s x e sum of the completed groups plus 3 rows, not 2C + 3."""
+    """After 2C + 3 tokens the state is the s x e sum of the completed groups plus 3 rows in buffers of
+    C rows (written in place), not 2C + 3 rows."""
     attention = ChunkedAttention(4, "relu_squared", None, dropout=0.0).eval()
     q, k, lq, lk, v = random_qkv(11)
     _, state = decode_one_by_one(attention, q, k, lq, lk, v)
     cache = attention.get_cache(state)
-    assert cache["group_k"].shape == (2, 3, 5) and cache["group_v"].shape == (2, 3, 7)
+    assert cache["group_k"].shape == (2, 4, 5) and cache["group_v"].shape == (2, 4, 7) and cache["group_k_rows"] == 3
+    torch.testing.assert_close(cache["group_v"][:, :3], v[:, 8:], rtol=0, atol=0)
     torch.testing.assert_close(cache["earlier_kv"], lk[:, :8].transpose(1, 2) @ v[:, :8], rtol=0, atol=1e-10)
 
 
@@ -276,6 +278,7 @@ def test_gau_probes_hold_when_attention_matters(flags):
     harness.probe_causality(model)
     harness.probe_prefix(model)
     harness.probe_incremental(model)
+    harness.probe_prefill(model)
 
 
 def test_gau_block_parameters_match_the_paper():

@@ -54,6 +54,41 @@ def test_incremental_probe_catches_a_leaky_block():
         harness.probe_incremental(leaky_model())
 
 
+class PromptBlindBlock(LeakyBlock):
+    """Reads a multi-token input without filling its cache (a block written for one token a step)."""
+
+    def forward(self, x, ctx):
+        if ctx.incremental_state is not None and x.size(1) > 1:
+            return self.inner(x, type(ctx)(ctx.positions))
+        return self.inner(x, ctx)
+
+
+def test_prefill_probe_catches_a_block_that_does_not_fill_its_cache():
+    model, task = harness.build("plain_lm", harness.tiny_flags("plain_lm"))
+    harness.probe_prefill(model)
+
+    class PromptBlind(PlainLanguageModel):
+        @classmethod
+        def build_block(cls, cfg, layer_index):
+            return PromptBlindBlock(super().build_block(cfg, layer_index))
+
+    with pytest.raises(AssertionError, match="prefill of 8 tokens"):
+        harness.probe_prefill(PromptBlind.build_model(model.decoder.cfg, task))
+
+
+def test_prefill_returns_every_prompt_position_and_refuses_a_prefix_with_no_new_token():
+    model, _ = harness.build("plain_lm", harness.tiny_flags("plain_lm"))
+    model.eval()
+    tokens, state = harness.random_tokens(2, 12), {}
+    with torch.no_grad():
+        prompt_out, _ = model.decoder(tokens[:, :10], incremental_state=state)
+        full, _ = model.decoder(tokens)
+        assert prompt_out.shape == (2, 10, len(model.decoder.dictionary))
+        assert torch.allclose(prompt_out, full[:, :10], atol=1e-5)
+        with pytest.raises(ValueError, match="already read 10 tokens"):
+            model.decoder(tokens[:, :10], incremental_state=state)
+
+
 def test_stats_report_counts_every_parameter_and_the_known_macs():
     model, _ = harness.build("plain_lm", harness.tiny_flags("plain_lm"))
     rows = model.stats(seq_len=16)
@@ -114,3 +149,20 @@ def test_adaptive_softmax_needs_adaptive_loss_in_fairseq_train(lm_data_bin, tmp_
     trained = harness.fairseq_cli("train", *common, "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp",
                                   "--save-dir", tmp_path)
     assert list(harness.train_losses(trained.stdout + trained.stderr)) == [1]
+
+
+def test_append_rows_keeps_the_history_of_torch_cat_in_a_buffer_written_in_place():
+    from delight_plugin.modules.cache import append_rows
+
+    g = torch.Generator().manual_seed(0)
+    pieces = [torch.randn(2, 3, n, 4, generator=g) for n in [300] + [1] * 260 + [5]]  # outgrows its room once
+    cache, buffers = {}, set()
+    for i, piece in enumerate(pieces):
+        history = append_rows(cache, "k", piece, dim=2)
+        assert torch.equal(history, torch.cat(pieces[: i + 1], dim=2))
+        buffers.add(cache["k"].data_ptr())
+    assert cache["k_rows"] == 565 and len(buffers) == 2  # room for 300 + 256 rows, then one regrowth
+    limited = {}
+    for piece in pieces[1:5]:
+        append_rows(limited, "g", piece, dim=2, limit=4)
+    assert limited["g"].shape[2] == 4 and torch.equal(limited["g"], torch.cat(pieces[1:5], dim=2))

@@ -16,10 +16,11 @@ import torch.utils.checkpoint
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel
-from fairseq.modules import AdaptiveInput, AdaptiveSoftmax, FairseqDropout
+from fairseq.modules import AdaptiveSoftmax, FairseqDropout
 from omegaconf import II
 from torch import Tensor, nn
 
+from ..modules.adaptive_input import AdaptiveInputAnyDtype
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
 from ..modules.stats import format_report, lm_report
@@ -134,11 +135,10 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
     def extract_features(self, tokens: Tensor, incremental_state=None, return_all_hiddens: bool = False, **unused):
         offset = 0
         if incremental_state is not None:
-            # fairseq passes the whole prefix; everything before the last token is cached.
-            offset = tokens.size(1) - 1
-            tokens = tokens[:, -1:]
+            offset = self.tokens_read(incremental_state, tokens.size(1))
+            tokens = tokens[:, offset:]
         positions = torch.arange(offset, offset + tokens.size(1), device=tokens.device)
-        ctx = DecodingContext(positions, incremental_state)
+        ctx = DecodingContext(positions, incremental_state, offset)
 
         x = self.embed_scale * self.embed_tokens(tokens)
         if self.input_transform is not None:
@@ -161,6 +161,23 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         if self.project_out_dim is not None:
             x = self.project_out_dim(x)
         return x, {"attn": [None], "inner_states": inner_states}
+
+    def tokens_read(self, incremental_state, length: int) -> int:
+        """How many of the ``length`` tokens passed with ``incremental_state`` are already cached;
+        records that all ``length`` will be after this call.
+
+        fairseq passes the whole prefix at every step (one new token). A fresh state with a prompt
+        of N tokens is a prefill: one parallel pass fills every block's cache and returns the
+        outputs of all N positions, so decoding continues at position N without N sequential
+        steps; a longer prefix later extends the cache the same way (a prompt read in pieces)."""
+        record = self.get_incremental_state(incremental_state, "tokens_read")
+        read = int(record["length"]) if record else 0
+        if length <= read:
+            raise ValueError(f"incremental decoding: the decoder has already read {read} tokens of this "
+                             f"incremental_state; pass the whole prefix with at least one new token, got {length}")
+        # a 0-dim CPU tensor: fairseq's state holds tensors, and beam search's reorder skips 0-dim ones
+        self.set_incremental_state(incremental_state, "tokens_read", {"length": torch.tensor(length)})
+        return read
 
     def output_layer(self, features: Tensor) -> Tensor:
         return features if self.adaptive_softmax is not None else self.output_projection(features)
@@ -212,7 +229,7 @@ class EfficientLanguageModel(FairseqLanguageModel):
     @classmethod
     def build_adaptive_input(cls, cfg, vocab_size: int, padding_idx: int, input_dim: int) -> nn.Module:
         """The ``--adaptive-input`` look-up table (fairseq's ``AdaptiveInput``, no per-band scaling)."""
-        return AdaptiveInput(vocab_size, padding_idx, input_dim, cfg.adaptive_input_factor, input_dim,
+        return AdaptiveInputAnyDtype(vocab_size, padding_idx, input_dim, cfg.adaptive_input_factor, input_dim,
                              cutoffs(cfg.adaptive_input_cutoff), 0.0, 8)
 
     @classmethod

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cache import CachedModule, DecodingContext
+from .cache import CachedModule, DecodingContext, append_rows
 from .positions import RotaryEmbedding
 
 
@@ -54,10 +54,8 @@ class CausalSelfAttention(CachedModule):
         )
         if self.rotary is not None:
             q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
-        if "k" in cache:
-            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
         if ctx.incremental_state is not None:
-            cache.update(k=k, v=v)
+            k, v = append_rows(cache, "k", k, dim=2), append_rows(cache, "v", v, dim=2)
             self.set_cache(ctx.incremental_state, cache)
         past = k.size(2) - seq_len
         out = F.scaled_dot_product_attention(

@@ -3,7 +3,8 @@
 A module that caches anything between decoding steps subclasses :class:`CachedModule`,
 reads its state with ``self.get_cache(incremental_state)`` and writes it back with
 ``self.set_cache(incremental_state, state)``. The state is a flat ``dict`` of tensors whose
-first dimension is the batch, so beam search can reorder all of them generically.
+first dimension is the batch, so beam search can reorder all of them generically (and of plain
+ints, which it leaves alone). Histories that grow by a row per step use ``append_rows``.
 """
 from typing import Dict, Optional
 
@@ -39,6 +40,28 @@ class CachedModule(nn.Module):
         return incremental_state
 
 
+def append_rows(cache: Dict[str, Tensor], name: str, new: Tensor, dim: int, limit: Optional[int] = None) -> Tensor:
+    """Add ``new`` to the history ``cache[name]`` along ``dim`` and return all of it.
+
+    The history lives in a buffer with spare room (a quarter more, at least 256 rows), so a decoding
+    step writes its rows in place instead of copying the whole history as ``torch.cat`` would;
+    the rows in use are ``cache[name + "_rows"]`` (a plain int: beam search reorders only tensors).
+    The returned history is a view of the buffer. ``limit``: the most rows it will ever hold (the room
+    stops there)."""
+    buffer, used = cache.get(name), cache.get(name + "_rows", 0)
+    total = used + new.size(dim)
+    if buffer is None or total > buffer.size(dim):
+        shape = list(new.shape)
+        shape[dim] = total + max(256, total // 4) if limit is None else max(total, limit)
+        grown = new.new_empty(shape)
+        if used:
+            grown.narrow(dim, 0, used).copy_(buffer.narrow(dim, 0, used))
+        buffer = grown
+    buffer.narrow(dim, used, new.size(dim)).copy_(new)
+    cache[name], cache[name + "_rows"] = buffer, total
+    return buffer.narrow(dim, 0, total)
+
+
 class DecodingContext:
     """What every block needs besides its input: absolute positions and the decoding state.
 
@@ -46,12 +69,16 @@ class DecodingContext:
     of tokens already decoded when ``incremental_state`` is given).
     """
 
-    __slots__ = ("positions", "incremental_state")
+    __slots__ = ("positions", "incremental_state", "_offset")
 
-    def __init__(self, positions: Tensor, incremental_state: Optional[State] = None):
+    def __init__(self, positions: Tensor, incremental_state: Optional[State] = None, offset: Optional[int] = None):
         self.positions = positions
         self.incremental_state = incremental_state
+        self._offset = offset
 
     @property
     def offset(self) -> int:
-        return int(self.positions[0]) if self.positions.numel() else 0
+        """The first position, read once (every block asks; each read of a tensor element costs a sync)."""
+        if self._offset is None:
+            self._offset = int(self.positions[0]) if self.positions.numel() else 0
+        return self._offset

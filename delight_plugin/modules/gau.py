@@ -26,9 +26,9 @@ from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
 from .attention import causal_mask
-from .cache import CachedModule, DecodingContext
+from .cache import CachedModule, DecodingContext, append_rows
 from .group_attention import group_attention, laplace
-from .prefix_sum import exclusive_prefix_sum
+from .prefix_sum import accumulator, exclusive_prefix_sum
 from .positions import RotaryEmbedding
 
 GAU_MODES = ("quad", "chunked")
@@ -114,10 +114,10 @@ class QuadAttention(CachedModule):
         self.relative_bias, self.dropout = relative_bias, dropout
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, ctx: DecodingContext) -> Tensor:
-        cache = self.get_cache(ctx.incremental_state)
-        if "k" in cache:
-            k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
-        self.set_cache(ctx.incremental_state, {"k": k, "v": v})
+        if ctx.incremental_state is not None:
+            cache = self.get_cache(ctx.incremental_state)
+            k, v = append_rows(cache, "k", k, dim=1), append_rows(cache, "v", v, dim=1)
+            self.set_cache(ctx.incremental_state, cache)
         bias = None
         if self.relative_bias is not None:
             bias = self.relative_bias(ctx.positions, torch.arange(k.size(1), device=k.device))
@@ -129,8 +129,8 @@ class ChunkedAttention(CachedModule):
     """FLASH: quadratic attention within groups of ``group_size`` plus causal linear attention
     across groups (exclusive cumulative sum of the groups' lin_k^T v).
 
-    Decoding keeps the s x e sum over completed groups and the current group's keys and values
-    (fewer than ``group_size`` rows), so a token costs O(group_size), not O(n).
+    Decoding keeps the s x e sum over completed groups (in float32: a running sum) and the current
+    group's keys and values (fewer than ``group_size`` rows), so a token costs O(group_size), not O(n).
     """
 
     def __init__(self, group_size: int, attention_fn: str, relative_bias: Optional[CausalRelativeBias],
@@ -175,36 +175,58 @@ class ChunkedAttention(CachedModule):
         return out.reshape(bsz, groups * size, -1)[:, :seq_len]
 
     def step(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext) -> Tensor:
-        """New tokens [B, T, *] after the cached prefix. The skeleton decodes one token at a time;
-        a longer T is split at group boundaries (a loop over at most T / C + 1 pieces)."""
+        """New tokens [B, T, *] after the cached prefix: one token (decoding) or a prompt (prefill)."""
         cache = self.get_cache(ctx.incremental_state)
-        outputs, start = [], 0
-        while start < v.size(1):
-            position = ctx.offset + start
-            in_group = position % self.group_size
-            end = start + min(v.size(1) - start, self.group_size - in_group)
-            piece = slice(start, end)
-            keys, values, lin_keys = quad_k[:, piece], v[:, piece], lin_k[:, piece]
-            if in_group:  # the current group's earlier rows are cached
-                keys = torch.cat([cache["group_k"], keys], dim=1)
-                values = torch.cat([cache["group_v"], values], dim=1)
-                lin_keys = torch.cat([cache["group_lin_k"], lin_keys], dim=1)
-            query_positions = ctx.positions[piece]
-            key_positions = torch.arange(position - in_group, position - in_group + keys.size(1), device=v.device)
-            out = masked_attention(quad_q[:, piece], keys, values, self.scale, self.attention_fn,
-                                   causal_mask(end - start, keys.size(1), v.device),
-                                   self.local_bias(query_positions, key_positions), self.dropout, self.training)
-            if "earlier_kv" in cache:
-                out = out + torch.matmul(lin_q[:, piece], cache["earlier_kv"]) * self.scale
-            outputs.append(out)
-            if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
-                group_kv = torch.matmul(lin_keys.transpose(-1, -2), values)
-                cache = {"earlier_kv": cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv}
-            else:
-                cache.update(group_k=keys, group_v=values, group_lin_k=lin_keys)
-            start = end
+        if v.size(1) > 1:
+            out, cache = self.read_prompt(quad_q, quad_k, lin_q, lin_k, v, ctx.offset, cache)
+        else:
+            out, cache = self.read_token(quad_q, quad_k, lin_q, lin_k, v, ctx, cache)
         self.set_cache(ctx.incremental_state, cache)
-        return torch.cat(outputs, dim=1)
+        return out
+
+    def read_token(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext, cache):
+        """One token: attend to the current group's cached rows, add the sum over earlier groups."""
+        in_group = ctx.offset % self.group_size
+        # The current group's rows, this one written in place after the cached ones.
+        keys, values, lin_keys = (append_rows(cache, name, t, 1, self.group_size)
+                                  for name, t in (("group_k", quad_k), ("group_v", v), ("group_lin_k", lin_k)))
+        key_positions = torch.arange(ctx.offset - in_group, ctx.offset + 1, device=v.device)
+        out = masked_attention(quad_q, keys, values, self.scale, self.attention_fn, None,
+                               self.local_bias(ctx.positions, key_positions), self.dropout, self.training)
+        if "earlier_kv" in cache:
+            out = torch.baddbmm(out, lin_q, cache["earlier_kv"].to(out.dtype), alpha=self.scale)
+        if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
+            group_kv = accumulator(torch.matmul(lin_keys.transpose(-1, -2), values))
+            cache["earlier_kv"] = cache["earlier_kv"] + group_kv if "earlier_kv" in cache else group_kv
+            for name in ("group_k", "group_v", "group_lin_k"):  # the buffers start the next group
+                cache[name + "_rows"] = 0
+        return out, cache
+
+    def read_prompt(self, quad_q, quad_k, lin_q, lin_k, v, offset: int, cache):
+        """T > 1 tokens at once with the parallel formula. When ``offset`` is inside a group, that
+        group's cached rows go in front (with zero queries, whose outputs are dropped) so that the
+        groups line up with the absolute ones; the cached sum over earlier groups reaches every new
+        query alike. Then every group completed here is folded into the sum in one product and the
+        rows of the unfinished group are kept."""
+        in_group = offset % self.group_size
+        if in_group:
+            quad_q, lin_q = (F.pad(t, (0, 0, in_group, 0)) for t in (quad_q, lin_q))
+            quad_k, lin_k, v = (torch.cat([cache[name][:, :in_group], t], dim=1)
+                                for name, t in (("group_k", quad_k), ("group_lin_k", lin_k), ("group_v", v)))
+        out = self.parallel(quad_q, quad_k, lin_q, lin_k, v)[:, in_group:]
+        earlier_kv = cache.get("earlier_kv")
+        if earlier_kv is not None:
+            out = torch.baddbmm(out, lin_q[:, in_group:], earlier_kv.to(out.dtype), alpha=self.scale)
+        complete = v.size(1) // self.group_size * self.group_size
+        cache = {}
+        if complete:
+            done_kv = accumulator(torch.matmul(lin_k[:, :complete].transpose(-1, -2), v[:, :complete]))
+            earlier_kv = done_kv if earlier_kv is None else earlier_kv + done_kv
+        if earlier_kv is not None:
+            cache["earlier_kv"] = earlier_kv
+        for name, t in (("group_k", quad_k), ("group_v", v), ("group_lin_k", lin_k)):
+            append_rows(cache, name, t[:, complete:], 1, self.group_size)
+        return out, cache
 
 
 def shift_tokens(x: Tensor, history: Optional[Tensor]) -> Tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ matrix. This version is faster on long sequences because:
     (strided across groups) falls back to one matmul per group on CPU;
   * relu^2 keeps only relu(logits) for the backward (the weights are its square, the derivative twice it).
 """
+import functools
 import math
 from typing import List, Optional, Tuple
 
@@ -23,7 +24,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .attention import causal_mask
-from .prefix_sum import exclusive_prefix_sum
+from .prefix_sum import accumulator, exclusive_prefix_sum
 
 _LAPLACE_MU, _LAPLACE_SIGMA = math.sqrt(0.5), math.sqrt(1.0 / (4.0 * math.pi))
 
@@ -52,13 +53,36 @@ def _hide_future(x: Tensor) -> Tensor:
     return x if visible is None else x.masked_fill_(~visible, 0.0)
 
 
+def compute_dtype(device_type: str, tensors) -> torch.dtype:
+    """What the products run in: autocast's dtype when it is on for this device (the Function's
+    ops bypass autocast, and its backward would run outside it), else the inputs' common dtype."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+
+
 class GroupAttentionFunction(torch.autograd.Function):
+    """Inputs may mix dtypes (under autocast, q and k come from float32 scales, v from a bfloat16
+    projection): everything runs in ``compute_dtype`` with autocast off, the cross-group sums
+    accumulate in float32 (a bfloat16 running sum over many groups would lose the small terms),
+    and each gradient is returned in its input's dtype."""
+
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Optional[Tensor],
                 groups: int, scale: float, relu_squared: bool) -> Tensor:
+        inputs = (q, k, lin_q, lin_k, v) + ((bias,) if bias is not None else ())
+        ctx.input_dtypes = [t.dtype for t in inputs]
+        dtype = compute_dtype(v.device.type, inputs)
+        q, k, lin_q, lin_k, v = (t.to(dtype) for t in (q, k, lin_q, lin_k, v))
+        bias = None if bias is None else bias.to(dtype)
+        with torch.autocast(v.device.type, enabled=False):
+            return GroupAttentionFunction._forward(ctx, q, k, lin_q, lin_k, v, bias, groups, scale, relu_squared)
+
+    @staticmethod
+    def _forward(ctx, q, k, lin_q, lin_k, v, bias, groups, scale, relu_squared):
         num, size, width = v.shape
         group_kv = torch.bmm(lin_k.transpose(1, 2), v).view(-1, groups, lin_k.size(-1), width)
-        earlier_kv = exclusive_prefix_sum(group_kv).mul_(scale).reshape(num, -1, width)
+        earlier_kv = exclusive_prefix_sum(accumulator(group_kv)).mul_(scale).to(v.dtype).reshape(num, -1, width)
         scaled_q = q * scale
         saved, outs = [], []
         for queries, keys in group_parts(size):
@@ -82,12 +106,20 @@ class GroupAttentionFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
+        with torch.autocast(grad.device.type, enabled=False):
+            grads = GroupAttentionFunction._backward(ctx, grad)
+        grads = [None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.input_dtypes)]
+        return (*grads[:5], grads[5] if ctx.has_bias else None, None, None, None)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor):
         q, k, lin_q, lin_k, v, earlier_kv, *saved = ctx.saved_tensors
         num, size, width = v.shape
-        grad = grad.contiguous()
+        grad = grad.to(v.dtype).contiguous()
         # Across groups: out += lin_q earlier_kv, earlier_kv = scale * exclusive cumsum of lin_k^T v.
         grad_earlier = torch.bmm(lin_q.transpose(1, 2), grad).view(-1, ctx.groups, lin_q.size(-1), width)
-        grad_group_kv = exclusive_prefix_sum(grad_earlier, reverse=True).mul_(ctx.scale).reshape(num, -1, width)
+        grad_group_kv = (exclusive_prefix_sum(accumulator(grad_earlier), reverse=True).mul_(ctx.scale).to(v.dtype)
+                         .reshape(num, -1, width))
         grad_lin_q = torch.bmm(grad, earlier_kv.transpose(1, 2))
         grad_lin_k = torch.bmm(v, grad_group_kv.transpose(1, 2))
         grad_v = torch.bmm(lin_k, grad_group_kv)
@@ -113,7 +145,7 @@ class GroupAttentionFunction(torch.autograd.Function):
             if grad_bias is not None:
                 grad_bias[queries, keys] += grad_logits.sum(0)
         grad_q = grad_q_parts[0] if len(grad_q_parts) == 1 else torch.cat(grad_q_parts, dim=1)
-        return grad_q.mul_(ctx.scale), grad_k.mul_(ctx.scale), grad_lin_q, grad_lin_k, grad_v, grad_bias, None, None, None
+        return grad_q.mul_(ctx.scale), grad_k.mul_(ctx.scale), grad_lin_q, grad_lin_k, grad_v, grad_bias
 
 
 def group_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Optional[Tensor],

@@ -102,4 +102,7 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` of shape [..., T, C] (C >= dim) by the angles of ``positions`` [T]."""
-        return PairRotation.apply(x, *self.cos_sin(positions, x.dtype))
+        cos, sin = self.cos_sin(positions, x.dtype)
+        if not (torch.is_grad_enabled() and x.requires_grad):  # decoding: the Function's bookkeeping is overhead
+            return rotate_pairs(x, cos, sin)
+        return PairRotation.apply(x, cos, sin)

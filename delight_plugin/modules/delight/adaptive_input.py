@@ -8,11 +8,12 @@ no bias, so scaling a band's projected output is the same map; this subclass doe
 import math
 
 import torch
-from fairseq.modules import AdaptiveInput
 from torch import Tensor
 
+from ..adaptive_input import AdaptiveInputAnyDtype
 
-class BandScaledAdaptiveInput(AdaptiveInput):
+
+class BandScaledAdaptiveInput(AdaptiveInputAnyDtype):
     """``AdaptiveInput`` whose band i output is multiplied by ``sqrt(dim_i)`` (1 with ``scale=False``)."""
 
     def __init__(self, vocab_size: int, padding_idx: int, initial_dim: int, factor: float, output_dim: int,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import causal_mask
-from ..cache import CachedModule, DecodingContext
+from ..cache import CachedModule, DecodingContext, append_rows
 from ..positions import RotaryEmbedding
 
 
@@ -47,11 +47,10 @@ class SingleHeadSelfAttention(CachedModule):
         dropout = self.dropout if self.training else 0.0
         if not self.causal:
             return self.out_proj(_attend(q, k, v, _keep_mask(padding_mask), False, dropout))
-        cache = self.get_cache(ctx.incremental_state)
-        if "k" in cache:
-            k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
         if ctx.incremental_state is not None:
-            self.set_cache(ctx.incremental_state, {"k": k, "v": v})
+            cache = self.get_cache(ctx.incremental_state)
+            k, v = append_rows(cache, "k", k, dim=1), append_rows(cache, "v", v, dim=1)
+            self.set_cache(ctx.incremental_state, cache)
         seq_len, past = x.size(1), k.size(1) - x.size(1)
         mask = causal_mask(seq_len, k.size(1), x.device) if past else None
         return self.out_proj(_attend(q, k, v, mask, past == 0 and seq_len > 1, dropout))
