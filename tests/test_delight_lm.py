@@ -139,7 +139,8 @@ def test_lm_memorises_its_training_text(tmp_path):
     assert ppl < 3.0, f"perplexity {ppl} on the training text"
 
 
-ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "20,60", "--adaptive-softmax-cutoff", "20,60"]
+ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "20,60", "--adaptive-softmax-cutoff", "20,60",
+            "--criterion", "adaptive_loss"]
 
 
 def test_adaptive_input_scales_each_band_by_the_root_of_its_width_as_the_reference():
