@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..modules.delight import DeLighTBlock, RecurrentDropout, build_norm
 from ..modules.delight import config as delight_config
 from ..modules.delight import macs
-from ..modules.delight.block import Seq2SeqContext
+from ..modules.cache import Seq2SeqContext
 from ..modules.positions import build_positions
 from .delight_transformer_lm import DeLighTCommonConfig
 from .efficient_lm import config_error

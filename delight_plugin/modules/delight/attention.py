@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import causal_mask
+from ..attention import causal_mask, keep_mask
 from ..cache import CachedModule, DecodingContext
 from ..positions import RotaryEmbedding
 
@@ -16,11 +16,6 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], causal: boo
     out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
                                          attn_mask=mask, is_causal=causal, dropout_p=dropout)
     return out.squeeze(1)
-
-
-def _keep_mask(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
-    """fairseq's [B, S] padding mask (True = pad) -> SDPA's [B, 1, 1, S] keep mask."""
-    return None if padding_mask is None or not padding_mask.any() else ~padding_mask[:, None, None, :]
 
 
 class SingleHeadSelfAttention(CachedModule):
@@ -46,7 +41,7 @@ class SingleHeadSelfAttention(CachedModule):
             q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
         dropout = self.dropout if self.training else 0.0
         if not self.causal:
-            return self.out_proj(_attend(q, k, v, _keep_mask(padding_mask), False, dropout))
+            return self.out_proj(_attend(q, k, v, keep_mask(padding_mask), False, dropout))
         cache = self.get_cache(ctx.incremental_state)
         if "k" in cache:
             k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
@@ -80,4 +75,4 @@ class SingleHeadCrossAttention(CachedModule):
             k, v = self.kv_proj(encoder_out).chunk(2, dim=-1)
             self.set_cache(incremental_state, {"k": k, "v": v})
         dropout = self.dropout if self.training else 0.0
-        return self.out_proj(_attend(self.q_proj(x), k, v, _keep_mask(encoder_padding_mask), False, dropout))
+        return self.out_proj(_attend(self.q_proj(x), k, v, keep_mask(encoder_padding_mask), False, dropout))

@@ -76,7 +76,7 @@ class DeLighTBlock(nn.Module):
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
         """``ctx`` may carry ``padding_mask`` (encoder self-attention) and ``encoder_out`` [B, S, d_m]
-        with ``encoder_padding_mask`` (decoder cross-attention); see :class:`Seq2SeqContext`."""
+        with ``encoder_padding_mask`` (decoder cross-attention); see ``Seq2SeqContext`` (modules/cache.py)."""
         padding_mask = getattr(ctx, "padding_mask", None)
         x = self._residual(x, self.self_attn_norm,
                            lambda h: self.dropout(self.self_attn(self.dextra(h), ctx, padding_mask)))
@@ -85,16 +85,3 @@ class DeLighTBlock(nn.Module):
                 h, ctx.encoder_out, ctx.encoder_padding_mask, ctx.incremental_state)))
         return self._residual(x, self.ffn_norm, self.ffn)
 
-
-class Seq2SeqContext(DecodingContext):
-    """A :class:`DecodingContext` that also carries what encoder and decoder blocks of a translation
-    model need: the source padding mask and (for decoders) the encoder output."""
-
-    __slots__ = ("padding_mask", "encoder_out", "encoder_padding_mask")
-
-    def __init__(self, positions: Tensor, incremental_state=None, padding_mask: Optional[Tensor] = None,
-                 encoder_out: Optional[Tensor] = None, encoder_padding_mask: Optional[Tensor] = None):
-        super().__init__(positions, incremental_state)
-        self.padding_mask = padding_mask
-        self.encoder_out = encoder_out
-        self.encoder_padding_mask = encoder_padding_mask
