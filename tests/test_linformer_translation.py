@@ -17,7 +17,7 @@ from delight_plugin.modules.linformer import BidirectionalLinformerAttention, co
 
 ARCH = "linformer_transformer"
 CASES = harness.cases(ARCH)
-TINY = CASES.TINY
+TINY = CASES.TINY + CASES.SHORT_POSITIONS  # 64 source and target positions
 PAD = 1
 
 
@@ -254,7 +254,7 @@ MAX_LEN_B = 12  # an almost untrained model rarely stops: keep decoding short
 def test_fairseq_train_generate_and_interactive(mt_data_bin, tmp_path):
     """fairseq-train, then fairseq-generate with beam search (--nbest 2, --prefix-size 1) and sampling,
     fairseq-interactive, and in-process beam search with and without incremental state agree."""
-    flags = [*TINY, "--max-source-positions", "256", "--max-target-positions", "256", "--linformer-cross-k", "4"]
+    flags = [*CASES.TINY, "--linformer-cross-k", "4"]
     harness.fairseq_cli("train", mt_data_bin, "--user-dir", harness.PLUGIN_DIR, "--task", "translation",
                         "--arch", ARCH, *flags, "--share-all-embeddings", "--optimizer", "adam", "--lr", "0.002",
                         "--max-tokens", "2048", "--max-update", "8", "--criterion", "label_smoothed_cross_entropy",

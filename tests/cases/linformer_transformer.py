@@ -1,10 +1,11 @@
-# 32 wide, 2 + 2 layers, 4 heads (d_head 8), k = 8 slots over 64 source / target positions (convolution
-# blocks of 8 positions), chunks of 8: the 23-token targets of the tests cross two chunk boundaries and
-# end inside a chunk; the 11-token sources end inside their second block.
+# 32 wide, 2 + 2 layers, 4 heads (d_head 8), k = 8 slots, chunks of 8. The in-process tests add
+# SHORT_POSITIONS: 64 source / target positions (convolution blocks of 8 positions), so their 23-token
+# targets cross two chunk boundaries and end inside a chunk, their 11-token sources end inside the
+# second block; the recipe tests keep the task's 1,024 (real sentences are longer than 64 tokens).
 TINY = ["--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--encoder-layers", "2",
         "--encoder-attention-heads", "4", "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",
-        "--decoder-layers", "2", "--decoder-attention-heads", "4", "--linformer-k", "8", "--linformer-chunk-size", "8",
-        "--max-source-positions", "64", "--max-target-positions", "64"]
+        "--decoder-layers", "2", "--decoder-attention-heads", "4", "--linformer-k", "8", "--linformer-chunk-size", "8"]
+SHORT_POSITIONS = ["--max-source-positions", "64", "--max-target-positions", "64"]
 VARIANTS = {
     "learnable-layerwise": [],
     "learnable-none": ["--linformer-sharing", "none"],
