@@ -23,6 +23,8 @@ VARIANTS = {
     "rotary-no-ffn-out-dim": ["--position-scheme", "rotary", "--linformer-no-ffn", "--linformer-out-proj-dim", "16"],
     "learned-positions-shared-embeddings": ["--position-scheme", "learned", "--share-all-embeddings"],
     "full-attention": ["--linformer-full-attention"],
+    "adaptive-input-softmax-tied": ["--adaptive-input", "--adaptive-input-cutoff", "50", "--adaptive-softmax-cutoff", "50",
+                                    "--tie-adaptive-weights"],
     "checkpoint-c1-narrow-encoder": ["--linformer-checkpoint-level", "C1", "--encoder-embed-dim", "24",
                                      "--encoder-attention-heads", "2", "--linformer-cross-k", "4"],
 }
