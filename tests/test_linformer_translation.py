@@ -315,3 +315,36 @@ def test_memorises_a_few_hundred_pairs(tmp_path):
     bleu = float(re.search(r"BLEU = ([\d.]+)", gen.stdout + gen.stderr).group(1))
     print(f"memorisation: BLEU {bleu} after {MEMORISATION_UPDATES} updates")
     assert bleu > 60, f"BLEU {bleu} on the {count} training pairs"
+
+
+def measured_differences(flags):
+    """The numbers the tests bound, for one variant: (incremental vs full, after a beam reorder,
+    batched vs alone, largest move before j, smallest move at j)."""
+    model = build(*flags).eval()
+    src, lengths = source_batch()
+    tokens, order = harness.random_tokens(3, 23, seed=2), torch.tensor([2, 0, 0])
+    with torch.no_grad():
+        encoder_out = model.encoder(src, lengths)
+        full = model.get_normalized_probs(model.decoder(tokens, encoder_out=encoder_out), log_probs=True)
+        incremental = (decode_with_reorder(model, encoder_out, tokens, order, at=None)[0] - full).abs().max().item()
+        inc, reordered = decode_with_reorder(model, encoder_out, tokens, order, at=9)
+        reordered_enc = model.encoder.reorder_encoder_out(encoder_out, order)
+        full = model.get_normalized_probs(model.decoder(reordered, encoder_out=reordered_enc), log_probs=True)
+        after_reorder = (inc - full).abs().max().item()
+    fixed, targets = harness.FixedSource(model, src, lengths), harness.random_tokens(2, 37)
+    base, before, at = harness.log_probs(fixed, targets), 0.0, float("inf")
+    for j in (1, 12, 19, 36):  # the positions probe_causality changes
+        changed = targets.clone()
+        changed[:, j] = 4 + (changed[:, j] - 4 + 7) % (harness.VOCAB - 4)
+        out = harness.log_probs(fixed, changed)
+        before = max(before, (out[:, :j] - base[:, :j]).abs().max().item())
+        at = min(at, (out[:, j] - base[:, j]).abs().max().item())
+    return incremental, after_reorder, sentence_encoding_moves(model), before, at
+
+
+if __name__ == "__main__":  # PYTHONPATH=. python tests/test_linformer_translation.py: the docs' table
+    print("| variant | incremental vs full | after beam reorder | batched vs alone | before j | at j (min) |")
+    print("|---|---|---|---|---|---|")
+    for variant, variant_flags in sorted(CASES.VARIANTS.items()):
+        numbers = measured_differences(variant_flags)
+        print(f"| {variant} | " + " | ".join(f"{x:.1e}" for x in numbers[:4]) + f" | {numbers[4]:.2f} |")
