@@ -97,6 +97,37 @@ def build_error(arch: str, flags, **kw) -> str:
     return ""
 
 
+def translation_dicts(directory: Path, langs=("en", "ro"), size: int = VOCAB) -> Path:
+    """Identical synthetic dictionaries for both sides (so they count as joined)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for lang in langs:
+        (directory / f"dict.{lang}.txt").write_text("".join(f"w{i} {1000 - i}\n" for i in range(size - 4)))
+    return directory
+
+
+def build_translation(arch: str, flags=(), data_dir=None):
+    """Build a translation ``arch`` as fairseq-train would, over ``translation_dicts`` (en -> ro)."""
+    data_dir = data_dir or translation_dicts(Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"{arch}_dicts")
+    return build(arch, flags, data_dir=data_dir, task="translation", extra_task_flags=["--source-lang", "en",
+                                                                                        "--target-lang", "ro"])
+
+
+class FixedSource:
+    """A translation model seen as a target-side LM for a fixed source batch (for the probes below)."""
+
+    def __init__(self, model, src, lengths):
+        self.model, self.src, self.lengths = model, src, lengths
+
+    def eval(self):
+        self.model.eval()
+
+    def __call__(self, tokens):
+        return self.model(self.src[: len(tokens)], self.lengths[: len(tokens)], tokens)
+
+    def get_normalized_probs(self, out, log_probs):
+        return self.model.get_normalized_probs(out, log_probs=log_probs)
+
+
 # --------------------------------------------------------------------------------------------
 # Probes. Each raises AssertionError with the measured numbers when the model misbehaves.
 # --------------------------------------------------------------------------------------------
@@ -196,14 +227,33 @@ def probe_prefill(model, prompts=(8, 13, 16, 24), steps: int = 9, tol: float = 1
                                  f"the full forward pass by {diff:.3g} (> {tol})")
 
 
+def generate_hypotheses(model_path, subset: str, incremental: bool, beam: int = 5, max_len_b: int = 12,
+                        num_shards: int = 1):
+    """Best hypotheses (strings, by sample id) of in-process beam search over ``subset`` of the
+    checkpoint's data (its first of ``num_shards`` shards), with or without incremental decoding state."""
+    from fairseq import checkpoint_utils
+    from fairseq.dataclass.configs import GenerationConfig
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(model_path)])
+    task.load_dataset(subset)
+    generator = task.build_generator(models, GenerationConfig(beam=beam, max_len_b=max_len_b))
+    generator.model.has_incremental = incremental
+    hyps = {}
+    itr = task.get_batch_iterator(task.dataset(subset), max_sentences=16, num_shards=num_shards, shard_id=0)
+    for sample in itr.next_epoch_itr(shuffle=False):
+        for sid, out in zip(sample["id"].tolist(), task.inference_step(generator, models, sample)):
+            hyps[sid] = task.target_dictionary.string(out[0]["tokens"])
+    return hyps
+
+
 # --------------------------------------------------------------------------------------------
 # fairseq command-line tools
 # --------------------------------------------------------------------------------------------
 
-def fairseq_cli(tool: str, *args, cwd=None, check=True, env=None):
-    """Run a fairseq console tool with this interpreter; return the completed process."""
+def fairseq_cli(tool: str, *args, cwd=None, check=True, env=None, stdin=None):
+    """Run a fairseq console tool with this interpreter (``stdin``: text fed to it); return the
+    completed process."""
     cmd = [sys.executable, "-m", f"fairseq_cli.{tool}", *[str(a) for a in args]]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, input=stdin)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -233,3 +283,16 @@ def preprocess_translation(dest: Path, source: Path = SAMPLE_DIR / "wmt16-en-ro"
                     "--trainpref", source / "train", "--validpref", source / "valid", "--testpref", source / "test",
                     "--destdir", dest, "--workers", "2")
     return dest
+
+
+def short_pairs(directory: Path, count: int = 300, max_words: int = 10):
+    """The first ``count`` bundled WMT'16 En-Ro training pairs of at most ``max_words`` words a side,
+    written to ``directory``/train.{en,ro}; returns (directory, number of pairs)."""
+    src = (SAMPLE_DIR / "wmt16-en-ro" / "train.en").read_text().splitlines()
+    tgt = (SAMPLE_DIR / "wmt16-en-ro" / "train.ro").read_text().splitlines()
+    pairs = [(s, t) for s, t in zip(src, tgt) if 0 < len(s.split()) <= max_words and 0 < len(t.split()) <= max_words]
+    pairs = pairs[:count]
+    directory.mkdir(parents=True, exist_ok=True)
+    for lang, side in (("en", 0), ("ro", 1)):
+        (directory / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
+    return directory, len(pairs)

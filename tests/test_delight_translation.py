@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import harness
-from fairseq import checkpoint_utils, options
-from fairseq.dataclass.configs import GenerationConfig
+from fairseq import options
 
 ARCH = "delight_transformer"
 TINY = ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-enc-layers", "2",
@@ -29,33 +28,8 @@ VARIANTS = {
 }
 
 
-def translation_dicts(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for lang in ("en", "ro"):
-        (directory / f"dict.{lang}.txt").write_text("".join(f"w{i} {1000 - i}\n" for i in range(harness.VOCAB - 4)))
-    return directory
-
-
 def build(flags, arch=ARCH, tmp=None):
-    data = translation_dicts(Path(tmp or "/tmp") / "delight_mt_dict")
-    return harness.build(arch, flags, data_dir=data, task="translation",
-                         extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
-
-
-class FixedSource:
-    """The translation model seen as a target-side LM for a fixed source batch (for the harness probes)."""
-
-    def __init__(self, model, src, lengths):
-        self.model, self.src, self.lengths = model, src, lengths
-
-    def eval(self):
-        self.model.eval()
-
-    def __call__(self, tokens):
-        return self.model(self.src[: len(tokens)], self.lengths[: len(tokens)], tokens)
-
-    def get_normalized_probs(self, out, log_probs):
-        return self.model.get_normalized_probs(out, log_probs=log_probs)
+    return harness.build_translation(arch, flags, harness.translation_dicts(Path(tmp or "/tmp") / "delight_mt_dict"))
 
 
 def source_batch():
@@ -67,7 +41,7 @@ def source_batch():
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_decoder_is_causal_for_a_fixed_source(name, tmp_path):
     model, _ = build(TINY + VARIANTS[name], tmp=tmp_path)
-    fixed = FixedSource(model, *source_batch())
+    fixed = harness.FixedSource(model, *source_batch())
     harness.probe_causality(fixed)
     harness.probe_prefix(fixed)
 
@@ -110,8 +84,8 @@ def test_encoder_ignores_left_padding(tmp_path):
     sentence = harness.random_tokens(1, 7, seed=3)
     padded = torch.cat([torch.ones(1, 4, dtype=torch.long), sentence], dim=1)
     tokens = harness.random_tokens(1, 9, seed=4)
-    alone = harness.log_probs(FixedSource(model, sentence, torch.tensor([7])), tokens)
-    in_batch = harness.log_probs(FixedSource(model, padded, torch.tensor([7])), tokens)
+    alone = harness.log_probs(harness.FixedSource(model, sentence, torch.tensor([7])), tokens)
+    in_batch = harness.log_probs(harness.FixedSource(model, padded, torch.tensor([7])), tokens)
     assert (alone - in_batch).abs().max() <= 1e-5
 
 
@@ -138,7 +112,7 @@ BAD = [
 
 
 def translation_build_error(flags, tmp_path) -> str:
-    return harness.build_error(ARCH, flags, data_dir=translation_dicts(tmp_path / "dict"), task="translation",
+    return harness.build_error(ARCH, flags, data_dir=harness.translation_dicts(tmp_path / "dict"), task="translation",
                                extra_task_flags=["--source-lang", "en", "--target-lang", "ro"])
 
 
@@ -211,20 +185,6 @@ def test_reference_readme_parameter_counts():
 MAX_LEN_B = 12  # an almost untrained model rarely stops: keep beam search short
 
 
-def generate(model_path, data, subset, incremental: bool, beam=5):
-    """Hypotheses (as strings, in sample-id order) of beam search with or without incremental state."""
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(model_path)])
-    task.load_dataset(subset)
-    generator = task.build_generator(models, GenerationConfig(beam=beam, max_len_b=MAX_LEN_B))
-    generator.model.has_incremental = incremental
-    hyps = {}
-    itr = task.get_batch_iterator(task.dataset(subset), max_sentences=16).next_epoch_itr(shuffle=False)
-    for sample in itr:
-        for sid, out in zip(sample["id"].tolist(), task.inference_step(generator, models, sample)):
-            hyps[sid] = task.target_dictionary.string(out[0]["tokens"])
-    return hyps
-
-
 def test_fairseq_train_and_generate(mt_data_bin, tmp_path):
     harness.fairseq_cli("train", mt_data_bin, "--user-dir", harness.PLUGIN_DIR, "--task", "translation",
                         "--arch", "delight_transformer_wmt16_en_ro", *TINY, "--optimizer", "adam", "--lr", "0.002",
@@ -239,28 +199,17 @@ def test_fairseq_train_and_generate(mt_data_bin, tmp_path):
     assert re.search(r"BLEU = \d", out), out[-2000:]
     cli = {int(m.group(1)): m.group(2) for m in re.finditer(r"^H-(\d+)\t\S+\t(.*)$", gen.stdout, re.M)}
     assert len(cli) > 250, gen.stdout[-2000:]
-    with_state = generate(checkpoint, mt_data_bin, "valid", incremental=True)
-    without_state = generate(checkpoint, mt_data_bin, "valid", incremental=False)
+    with_state = harness.generate_hypotheses(checkpoint, "valid", incremental=True, max_len_b=MAX_LEN_B)
+    without_state = harness.generate_hypotheses(checkpoint, "valid", incremental=False, max_len_b=MAX_LEN_B)
     assert with_state == without_state, "incremental beam search changed the hypotheses"
     assert all(with_state[i] == hyp for i, hyp in cli.items()), "fairseq-generate differs from the in-process run"
-
-
-def short_pairs(directory: Path, count: int = 300, max_words: int = 10):
-    src = (harness.SAMPLE_DIR / "wmt16-en-ro" / "train.en").read_text().splitlines()
-    tgt = (harness.SAMPLE_DIR / "wmt16-en-ro" / "train.ro").read_text().splitlines()
-    pairs = [(s, t) for s, t in zip(src, tgt) if 0 < len(s.split()) <= max_words and 0 < len(t.split()) <= max_words]
-    pairs = pairs[:count]
-    directory.mkdir(parents=True, exist_ok=True)
-    for lang, side in (("en", 0), ("ro", 1)):
-        (directory / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
-    return directory, len(pairs)
 
 
 @pytest.mark.slow
 def test_memorises_a_few_hundred_pairs(tmp_path):
     """A small delight_transformer trained for about a minute on CPU reproduces its training pairs: BLEU > 60
     (measured 91.7 after 150 updates)."""
-    text, count = short_pairs(tmp_path / "text", count=200, max_words=8)
+    text, count = harness.short_pairs(tmp_path / "text", count=200, max_words=8)
     assert count == 200
     data = tmp_path / "bin"
     harness.fairseq_cli("preprocess", "--source-lang", "en", "--target-lang", "ro", "--joined-dictionary",

@@ -205,7 +205,7 @@ def test_wikitext_recipe_end_to_end(arch, wikitext2_bin):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [hp.MT_BASELINE, hp.DELIGHT_MT])
+@pytest.mark.parametrize("arch", [hp.MT_BASELINE, hp.DELIGHT_MT, hp.LINFORMER_MT])
 def test_wmt16_recipe_end_to_end(arch, tmp_path_factory, shared_data):
     if arch not in hp.mt_archs():
         pytest.skip(f"{arch} is not registered in this checkout")

@@ -182,9 +182,13 @@ def test_flash_chunked_equals_flash_pytorch_flash(rotary, token_shift, seq_len):
 THEIR_METHOD = {"learnable": "learnable", "convolution": "convolution", "no-params": "no_params"}
 
 
-def our_linformer_layers(method: str, sharing: str, seq_len: int, slots: int, dim: int, heads: int, layers: int):
-    """Our attention layers as linformer_lm builds them for ``--linformer-sharing`` (max positions = n)."""
-    from delight_plugin.modules.linformer import CausalLinformerAttention, SequenceCompression
+def our_linformer_layers(method: str, sharing: str, seq_len: int, slots: int, dim: int, heads: int, layers: int,
+                         causal: bool = True):
+    """Our attention layers as linformer_lm builds them for ``--linformer-sharing`` (max positions = n);
+    ``causal=False``: linformer_transformer's encoder attention."""
+    from delight_plugin.modules.linformer import (BidirectionalLinformerAttention, CausalLinformerAttention,
+                                                  SequenceCompression)
+    attention_cls = CausalLinformerAttention if causal else BidirectionalLinformerAttention
     torch.manual_seed(4)  # the no-params buffer is drawn at construction
 
     def compression(matrices):
@@ -198,7 +202,7 @@ def our_linformer_layers(method: str, sharing: str, seq_len: int, slots: int, di
         else:
             keys = compression(heads if sharing == "none" else 1)
             values = keys if sharing == "kv" else compression(heads if sharing == "none" else 1)
-        built.append(CausalLinformerAttention(dim, heads, keys, values, chunk_size=5))
+        built.append(attention_cls(dim, heads, keys, values, chunk_size=5))
     return randomise(nn.ModuleList(built).double(), seed=5)
 
 
@@ -286,6 +290,34 @@ def test_linformer_last_position_equals_linformer_pytorch(method, sharing):
             with torch.no_grad():
                 expected = their_layer.eval()(x)[:, -1]
             record(f"Linformer {method} / {sharing}", run_ours(attention, x)[:, -1], expected)
+
+
+@pytest.mark.parametrize("sharing", ["none", "headwise", "kv", "layerwise"])
+@pytest.mark.parametrize("method", ["learnable", "convolution", "no-params"])
+def test_linformer_encoder_attention_equals_linformer_pytorch_at_every_position(method, sharing):
+    """linformer_transformer's encoder attention is the non-causal Linformer: with the mapping above, our
+    output equals linformer-pytorch's MHAttention at every position of an unpadded sentence."""
+    pytest.importorskip("linformer_pytorch", reason="linformer-pytorch==0.19.3 (pip install -e .[test])")
+    from linformer_pytorch.linformer_pytorch import MHAttention, get_EF
+
+    from delight_plugin.modules.cache import Seq2SeqContext
+    dim, heads, slots, layers, seq_len = 16, 2, 4, 2, 12
+    ours = our_linformer_layers(method, sharing, seq_len, slots, dim, heads, layers, causal=False)
+    shared = get_EF(seq_len, slots, THEIR_METHOD[method], dim // heads) if sharing == "layerwise" else None
+    theirs = nn.ModuleList(
+        MHAttention(seq_len, dim // heads, dim, slots, heads, 0.0, "C0", sharing, shared, shared, False, None,
+                    method=THEIR_METHOD[method]) for _ in range(layers)).double()
+    pieces, zero_ours, zero_theirs = linformer_pieces(ours, method, sharing, seq_len, dim, heads)
+    copy_weights(ours, theirs, pieces, zero_ours=zero_ours, zero_theirs=zero_theirs)
+    if method == "no-params":
+        set_fixed_projections(ours, theirs, seq_len, heads)
+    x = torch.randn(3, seq_len, dim, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for attention, their_layer in zip(ours, theirs):
+        with torch.no_grad():
+            expected = their_layer.eval()(x)
+            got = attention.eval()(x, Seq2SeqContext(torch.arange(seq_len), padding_mask=torch.zeros(3, seq_len,
+                                                                                                 dtype=torch.bool)))
+        record(f"Linformer encoder {method} / {sharing}", got, expected)
 
 
 

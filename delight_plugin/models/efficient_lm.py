@@ -76,6 +76,14 @@ def config_error(flag: str, value, allowed: str) -> ValueError:
     return ValueError(f"--{flag.replace('_', '-')}={value!r} is invalid: {allowed}")
 
 
+def build_embedding(num_embeddings: int, dim: int, padding_idx: int) -> nn.Embedding:
+    """A look-up table initialised N(0, 1/dim), its padding row zero."""
+    table = nn.Embedding(num_embeddings, dim, padding_idx)
+    nn.init.normal_(table.weight, mean=0.0, std=dim**-0.5)
+    nn.init.zeros_(table.weight[padding_idx])
+    return table
+
+
 def cutoffs(value: Optional[str]) -> Optional[List[int]]:
     return None if value is None else utils.eval_str_list(value, type=int)
 
@@ -93,9 +101,7 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         if cfg.adaptive_input:
             self.embed_tokens = model_cls.build_adaptive_input(cfg, len(dictionary), self.padding_idx, input_dim)
         else:
-            self.embed_tokens = nn.Embedding(len(dictionary), input_dim, self.padding_idx)
-            nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=input_dim**-0.5)
-            nn.init.zeros_(self.embed_tokens.weight[self.padding_idx])
+            self.embed_tokens = build_embedding(len(dictionary), input_dim, self.padding_idx)
         self.embed_scale = 1.0 if cfg.no_scale_embedding else input_dim**0.5
         self.input_transform = model_cls.build_input_transform(cfg)
         self.embed_positions = build_positions(cfg.position_scheme, embed_dim, cfg.max_target_positions)
@@ -127,18 +133,24 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None,
                 features_only: bool = False, return_all_hiddens: bool = False, **unused):
-        x, extra = self.extract_features(prev_output_tokens, incremental_state, return_all_hiddens)
+        x, extra = self.extract_features(prev_output_tokens, incremental_state, return_all_hiddens,
+                                         encoder_out=encoder_out)
         if not features_only:
             x = self.output_layer(x)
         return x, extra
 
-    def extract_features(self, tokens: Tensor, incremental_state=None, return_all_hiddens: bool = False, **unused):
+    def decoding_context(self, positions: Tensor, incremental_state, encoder_out, offset: int) -> DecodingContext:
+        """What every block receives besides its input; a translation decoder adds the encoder output."""
+        return DecodingContext(positions, incremental_state, offset)
+
+    def extract_features(self, tokens: Tensor, incremental_state=None, return_all_hiddens: bool = False,
+                         encoder_out=None, **unused):
         offset = 0
         if incremental_state is not None:
             offset = self.tokens_read(incremental_state, tokens.size(1))
             tokens = tokens[:, offset:]
         positions = torch.arange(offset, offset + tokens.size(1), device=tokens.device)
-        ctx = DecodingContext(positions, incremental_state, offset)
+        ctx = self.decoding_context(positions, incremental_state, encoder_out, offset)
 
         x = self.embed_scale * self.embed_tokens(tokens)
         if self.input_transform is not None:

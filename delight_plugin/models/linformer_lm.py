@@ -7,7 +7,7 @@ parameter sharing, k reduced per layer, checkpoint level, full attention, option
 intermediate output-projection width.
 """
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch.utils.checkpoint
 from fairseq.dataclass import ChoiceEnum
@@ -56,7 +56,8 @@ class LinformerLMConfig(PlainLMConfig):
 
 
 class LinformerBlock(nn.Module):
-    """Pre-norm attention and (optional) FFN sublayers; C1 checkpoints each sublayer."""
+    """Pre-norm attention, source attention (translation decoders, ``add_source_attention``) and
+    (optional) FFN sublayers; C1 checkpoints each sublayer."""
 
     def __init__(self, dim: int, attention: nn.Module, ffn: Optional[nn.Module], dropout: float,
                  checkpoint_sublayers: bool = False):
@@ -67,28 +68,60 @@ class LinformerBlock(nn.Module):
         self.ffn = ffn
         self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
         self.checkpoint_sublayers = checkpoint_sublayers
+        self.source_norm = self.source_attention = None
+
+    def add_source_attention(self, attention: nn.Module) -> None:
+        """Make this a translation decoder block: ``attention(x, ctx)`` reads ``ctx.encoder_out``."""
+        self.source_norm = nn.LayerNorm(self.attn_norm.normalized_shape[0])
+        self.source_attention = attention
 
     def _attend(self, x: Tensor, ctx: DecodingContext) -> Tensor:
         return self.attention(self.attn_norm(x), ctx)
+
+    def _attend_source(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        return self.source_attention(self.source_norm(x), ctx)
 
     def _feed_forward(self, x: Tensor) -> Tensor:
         return self.ffn(self.ffn_norm(x))
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
         checkpoint = self.checkpoint_sublayers and self.training and ctx.incremental_state is None
-        if checkpoint:
-            x = x + self.dropout(torch.utils.checkpoint.checkpoint(self._attend, x, ctx, use_reentrant=False))
-        else:
-            x = x + self.dropout(self._attend(x, ctx))
-        if self.ffn is None:
-            return x
-        if checkpoint:
-            return x + self.dropout(torch.utils.checkpoint.checkpoint(self._feed_forward, x, use_reentrant=False))
-        return x + self.dropout(self._feed_forward(x))
+
+        def sublayer(fn, *args):
+            out = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpoint else fn(*args)
+            return self.dropout(out)
+
+        x = x + sublayer(self._attend, x, ctx)
+        if self.source_attention is not None:
+            x = x + sublayer(self._attend_source, x, ctx)
+        return x if self.ffn is None else x + sublayer(self._feed_forward, x)
 
 
-def layer_slots(cfg, layer_index: int) -> int:
-    return max(1, cfg.linformer_k - layer_index * cfg.linformer_k_reduce_by_layer)
+def layer_slots(cfg, layer_index: int, slots: Optional[int] = None) -> int:
+    """Layer i's slots: max(1, k - i * --linformer-k-reduce-by-layer), k = ``slots`` or --linformer-k."""
+    return max(1, (slots or cfg.linformer_k) - layer_index * cfg.linformer_k_reduce_by_layer)
+
+
+def validate_linformer(cfg, max_positions: int, limit: str) -> None:
+    """The Linformer flags; ``limit`` names what bounds --linformer-k (at most ``max_positions``)."""
+    if not 1 <= cfg.linformer_k <= max_positions:
+        raise config_error("linformer_k", cfg.linformer_k, f"must be between 1 and {limit}")
+    if cfg.linformer_method not in PROJECTION_METHODS:
+        raise config_error("linformer_method", cfg.linformer_method, f"choose one of {list(PROJECTION_METHODS)}")
+    if cfg.linformer_sharing not in SHARING_MODES:
+        raise config_error("linformer_sharing", cfg.linformer_sharing, f"choose one of {list(SHARING_MODES)}")
+    if cfg.linformer_k_reduce_by_layer < 0:
+        raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer, "must be >= 0")
+    if cfg.linformer_k_reduce_by_layer and cfg.linformer_sharing == "layerwise":
+        raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer,
+                           "needs one compression per layer: use --linformer-sharing none, headwise or kv")
+    if cfg.linformer_chunk_size < 1:
+        raise config_error("linformer_chunk_size", cfg.linformer_chunk_size, "must be a positive integer")
+    if cfg.linformer_out_proj_dim is not None and cfg.linformer_out_proj_dim < 1:
+        raise config_error("linformer_out_proj_dim", cfg.linformer_out_proj_dim, "must be a positive integer")
+    if cfg.linformer_checkpoint_level not in CHECKPOINT_LEVELS:
+        raise config_error("linformer_checkpoint_level", cfg.linformer_checkpoint_level,
+                           f"choose one of {list(CHECKPOINT_LEVELS)} (C2, per-head checkpointing, is not offered)")
 
 
 @register_model("linformer_lm", dataclass=LinformerLMConfig)
@@ -103,29 +136,16 @@ class LinformerLanguageModel(PlainLanguageModel):
         "base": ["--linformer-k", "256"],
     }
 
+    # What build_attention makes; a translation encoder's builder swaps in the non-causal modules.
+    linformer_attention_cls = CausalLinformerAttention
+    full_attention_cls = CausalSelfAttention
+    length_flag = "--tokens-per-sample"  # named when an input is longer than the compression
+
     @classmethod
     def validate_config(cls, cfg):
         super().validate_config(cfg)
-        max_positions = cfg.max_target_positions
-        if not 1 <= cfg.linformer_k <= max_positions:
-            raise config_error("linformer_k", cfg.linformer_k,
-                               f"must be between 1 and the sequence length --tokens-per-sample ({max_positions})")
-        if cfg.linformer_method not in PROJECTION_METHODS:
-            raise config_error("linformer_method", cfg.linformer_method, f"choose one of {list(PROJECTION_METHODS)}")
-        if cfg.linformer_sharing not in SHARING_MODES:
-            raise config_error("linformer_sharing", cfg.linformer_sharing, f"choose one of {list(SHARING_MODES)}")
-        if cfg.linformer_k_reduce_by_layer < 0:
-            raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer, "must be >= 0")
-        if cfg.linformer_k_reduce_by_layer and cfg.linformer_sharing == "layerwise":
-            raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer,
-                               "needs one compression per layer: use --linformer-sharing none, headwise or kv")
-        if cfg.linformer_chunk_size < 1:
-            raise config_error("linformer_chunk_size", cfg.linformer_chunk_size, "must be a positive integer")
-        if cfg.linformer_out_proj_dim is not None and cfg.linformer_out_proj_dim < 1:
-            raise config_error("linformer_out_proj_dim", cfg.linformer_out_proj_dim, "must be a positive integer")
-        if cfg.linformer_checkpoint_level not in CHECKPOINT_LEVELS:
-            raise config_error("linformer_checkpoint_level", cfg.linformer_checkpoint_level,
-                               f"choose one of {list(CHECKPOINT_LEVELS)} (C2, per-head checkpointing, is not offered)")
+        length = cfg.max_target_positions
+        validate_linformer(cfg, length, f"the sequence length --tokens-per-sample ({length})")
 
     @classmethod
     def trained_length_limit(cls, cfg) -> Optional[int]:
@@ -152,23 +172,30 @@ class LinformerLanguageModel(PlainLanguageModel):
     def build_compression(cls, cfg, layer_index: int, matrices: int) -> SequenceCompression:
         head_dim = cfg.decoder_embed_dim // cfg.decoder_attention_heads
         return SequenceCompression(cfg.linformer_method, layer_slots(cfg, layer_index), cfg.max_target_positions,
-                                   head_dim, matrices)
+                                   head_dim, matrices, length_flag=cls.length_flag)
+
+    @classmethod
+    def key_value_compressions(cls, cfg, layer_index: int, shared: Optional[SequenceCompression], build
+                             ) -> Tuple[SequenceCompression, SequenceCompression]:
+        """One layer's key and value compressions under --linformer-sharing; ``build(cfg, layer_index,
+        matrices)`` makes one, ``shared`` is the layerwise one (built here if None)."""
+        if cfg.linformer_sharing == "layerwise":
+            keys = shared if shared is not None else build(cfg, 0, matrices=1)
+            return keys, keys
+        matrices = cfg.decoder_attention_heads if cfg.linformer_sharing == "none" else 1
+        keys = build(cfg, layer_index, matrices)
+        return keys, keys if cfg.linformer_sharing == "kv" else build(cfg, layer_index, matrices)
 
     @classmethod
     def build_attention(cls, cfg, layer_index: int, shared: Optional[SequenceCompression]) -> nn.Module:
         dim, heads = cfg.decoder_embed_dim, cfg.decoder_attention_heads
         rotary_dim = dim // heads if cfg.position_scheme == "rotary" else 0
         if cfg.linformer_full_attention:
-            attention = CausalSelfAttention(dim, heads, dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+            attention = cls.full_attention_cls(dim, heads, dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
         else:
-            if cfg.linformer_sharing == "layerwise":
-                keys = values = shared if shared is not None else cls.build_compression(cfg, 0, matrices=1)
-            else:
-                matrices = heads if cfg.linformer_sharing == "none" else 1
-                keys = cls.build_compression(cfg, layer_index, matrices)
-                values = keys if cfg.linformer_sharing == "kv" else cls.build_compression(cfg, layer_index, matrices)
-            attention = CausalLinformerAttention(dim, heads, keys, values, cfg.linformer_chunk_size,
-                                                 dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+            keys, values = cls.key_value_compressions(cfg, layer_index, shared, cls.build_compression)
+            attention = cls.linformer_attention_cls(dim, heads, keys, values, cfg.linformer_chunk_size,
+                                                    dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
         if cfg.linformer_out_proj_dim:
             attention.out_proj = nn.Sequential(nn.Linear(dim, cfg.linformer_out_proj_dim),
                                                nn.Linear(cfg.linformer_out_proj_dim, dim))

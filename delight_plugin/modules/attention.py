@@ -1,4 +1,5 @@
-"""Causal multi-head self-attention on ``F.scaled_dot_product_attention`` with a key/value cache."""
+"""Multi-head self-attention on ``F.scaled_dot_product_attention``: causal with a key/value cache
+(decoders, LMs), or over the whole sequence with a padding mask (translation encoders)."""
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -17,6 +18,11 @@ def causal_mask(num_queries: int, num_keys: int, device) -> Optional[Tensor]:
     keys = torch.arange(num_keys, device=device)
     queries = torch.arange(num_queries, device=device) + past
     return keys[None, :] <= queries[:, None]
+
+
+def keep_mask(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """fairseq's [B, S] padding mask (True = pad) -> SDPA's [B, 1, 1, S] keep mask (None: no pads)."""
+    return None if padding_mask is None or not padding_mask.any() else ~padding_mask[:, None, None, :]
 
 
 class CausalSelfAttention(CachedModule):
@@ -64,4 +70,19 @@ class CausalSelfAttention(CachedModule):
             is_causal=past == 0 and seq_len > 1,
             dropout_p=self.dropout if self.training else 0.0,
         )
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, self.dim))
+
+
+class BidirectionalSelfAttention(CausalSelfAttention):
+    """Every position attends to every non-pad position of its sentence (a translation encoder's
+    full attention). Reads the padding mask from ``ctx.padding_mask`` (a ``Seq2SeqContext``)."""
+
+    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        bsz, seq_len, _ = x.shape
+        q, k, v = (t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+                   for t in self.project_qkv(x, ctx, {}))
+        if self.rotary is not None:
+            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep_mask(getattr(ctx, "padding_mask", None)),
+                                             dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, self.dim))

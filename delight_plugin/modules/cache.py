@@ -82,3 +82,19 @@ class DecodingContext:
         if self._offset is None:
             self._offset = int(self.positions[0]) if self.positions.numel() else 0
         return self._offset
+
+
+class Seq2SeqContext(DecodingContext):
+    """A :class:`DecodingContext` that also carries what encoder and decoder blocks of a translation
+    model need: the source padding mask [B, S] (True = pad; encoder self-attention) and, for
+    decoders, the encoder output [B, S, C] with its padding mask (encoder-decoder attention)."""
+
+    __slots__ = ("padding_mask", "encoder_out", "encoder_padding_mask")
+
+    def __init__(self, positions: Tensor, incremental_state: Optional[State] = None,
+                 padding_mask: Optional[Tensor] = None, encoder_out: Optional[Tensor] = None,
+                 encoder_padding_mask: Optional[Tensor] = None, offset: Optional[int] = None):
+        super().__init__(positions, incremental_state, offset)
+        self.padding_mask = padding_mask
+        self.encoder_out = encoder_out
+        self.encoder_padding_mask = encoder_padding_mask

@@ -12,6 +12,10 @@ docs/variants.md):
 Nothing at a position after i enters row i, so it is causal by construction. Training computes it
 chunk-wise in O(n k d) time and memory (``prefix_compressed_attention``); decoding keeps K~, V~ as a
 fixed-size state per head.
+
+Translation encoders (and the compressed encoder-decoder attention) are not causal: every query of
+a sentence of n real tokens reads the memory at its last position, K~_{n-1} and V~_{n-1}
+(``compressed_memory``, ``BidirectionalLinformerAttention``). Pads add nothing to it.
 """
 import math
 from typing import Optional, Tuple
@@ -113,8 +117,10 @@ class SequenceCompression(nn.Module):
     separate E (1 when heads share it).
     """
 
-    def __init__(self, method: str, slots: int, max_positions: int, head_dim: int, matrices: int = 1):
+    def __init__(self, method: str, slots: int, max_positions: int, head_dim: int, matrices: int = 1,
+                 length_flag: str = "--tokens-per-sample"):
         super().__init__()
+        self.length_flag = length_flag  # the flag that set max_positions, for the error on longer inputs
         if method not in PROJECTION_METHODS:
             raise ValueError(f"--linformer-method must be one of {list(PROJECTION_METHODS)}, got {method!r}")
         self.method, self.max_positions = method, max_positions
@@ -135,9 +141,9 @@ class SequenceCompression(nn.Module):
     def check_length(self, end: int) -> None:
         if end > self.max_positions:
             raise ValueError(
-                f"linformer_lm got a sequence of {end} tokens but its compression covers at most "
-                f"{self.max_positions} positions (--tokens-per-sample / --max-target-positions at build "
-                f"time); retrain with --tokens-per-sample >= {end} or feed at most {self.max_positions} tokens")
+                f"got a sequence of {end} tokens but the Linformer compression covers at most "
+                f"{self.max_positions} positions ({self.length_flag} at build time); retrain with "
+                f"{self.length_flag} >= {end} or feed at most {self.max_positions} tokens")
 
     def matrix(self, start: int, length: int) -> Tensor:
         """[matrices, S, length]: the columns of E for positions start..start+length-1."""
@@ -157,6 +163,7 @@ class SequenceCompression(nn.Module):
 
     def slot_scale(self, positions: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Optional[Tensor]]:
         """Per query and slot: the factor on its scores and values, and which slots are non-empty.
+        ``positions`` [T]: each query's position (the last one it sees).
 
         Random/learned E: sums of i+1 random terms grow like sqrt(i+1) (the logit-scale pitfall),
         so divide by it. Convolution: slot j is the mean of the part of block j seen so far; blocks
@@ -205,4 +212,54 @@ class CausalLinformerAttention(CausalSelfAttention):
             self.set_cache(ctx.incremental_state, {"keys": keys, "values": values})
         if self.record_weights:
             self.last_weights = weights.detach()
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, length, self.dim))
+
+
+def compressed_memory(k: Tensor, v: Tensor, key_compression: SequenceCompression,
+                      value_compression: SequenceCompression, padding_mask: Optional[Tensor]
+                      ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The whole-sentence memory that every query of a non-causal Linformer reads.
+
+    k, v: [B, H, S, D] of *left-aligned* rows (row b's n_b real tokens at positions 0..n_b-1, pads
+    after them); padding_mask [B, S] (True = pad) or None. Returns the slots scaled as the causal
+    formula scales them at position n_b - 1, c_b ⊙ (E K) and c_b ⊙ (F V) [B, H, S', D], and which
+    slots are non-empty [B, S'] (None: all). Softmax attention over these slots is the causal
+    Linformer's output at the last real position, for every query.
+
+    A pad's key and value rows are zeroed after the projections (zeroing the input instead, as
+    linformer-pytorch's input_mask does, lets the projection bias through) and the scale counts real
+    tokens only, so a sentence's memory does not depend on the padding of its batch.
+    """
+    bsz, _, length, _ = k.shape
+    key_compression.check_length(length)
+    k, v = key_compression.mix_channels(k, 0), value_compression.mix_channels(v, 0)
+    if padding_mask is not None and padding_mask.any():
+        keep = (~padding_mask)[:, None, :, None].to(k.dtype)
+        k, v = k * keep, v * keep
+        last = ((~padding_mask).sum(1) - 1).clamp(min=0)
+    else:
+        last = torch.full((bsz,), length - 1, device=k.device)
+    scale, visible = key_compression.slot_scale(last, k.dtype)  # [B, 1 or S'], [B, S'] or None
+    scale = scale[:, None, :, None]
+    keys = torch.matmul(key_compression.matrix(0, length).to(k.dtype), k) * scale  # [H or 1, S', S] @ [B, H, S, D]
+    values = torch.matmul(value_compression.matrix(0, length).to(v.dtype), v) * scale
+    return keys, values, visible
+
+
+class BidirectionalLinformerAttention(CausalLinformerAttention):
+    """A translation encoder's Linformer self-attention: every query attends to the k slots of the
+    compressed sentence (``compressed_memory``). Rows must be left-aligned; the padding mask comes from
+    ``ctx.padding_mask`` (a ``Seq2SeqContext``). Projections, rotary and sharing as the causal module."""
+
+    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        bsz, length, _ = x.shape
+        q, k, v = (t.view(bsz, length, self.num_heads, self.head_dim).transpose(1, 2)
+                   for t in self.project_qkv(x, ctx, {}))
+        if self.rotary is not None:
+            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        keys, values, visible = compressed_memory(k, v, self.key_compression, self.value_compression,
+                                                  getattr(ctx, "padding_mask", None))
+        out = F.scaled_dot_product_attention(q, keys, values,
+                                             attn_mask=None if visible is None else visible[:, None, None, :],
+                                             dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(bsz, length, self.dim))

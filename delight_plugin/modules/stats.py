@@ -88,6 +88,38 @@ def lm_report(decoder, seq_len: int) -> List[StatRow]:
     return rows
 
 
+@torch.no_grad()
+def seq2seq_report(model, src_len: int, tgt_len: int) -> List[StatRow]:
+    """Rows for the embeddings and every block of an encoder-decoder whose encoder and decoder have
+    ``layers`` and ``embedding_modules()``: one forward pass over ``src_len`` source and ``tgt_len``
+    target tokens, MACs per target token (the encoder's included). A table shared by both sides is
+    counted once, in the encoder's row."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    src = torch.full((1, src_len), model.encoder.dictionary.eos(), dtype=torch.long, device=device)
+    tgt = torch.full((1, tgt_len), model.decoder.dictionary.eos(), dtype=torch.long, device=device)
+    parts = {}
+    for side in ("encoder", "decoder"):
+        stack = getattr(model, side)
+        parts[f"{side} embedding"] = stack.embedding_modules()
+        parts.update({f"{side}.layers.{i}": [layer] for i, layer in enumerate(stack.layers)})
+    flat = {(name, j): m for name, mods in parts.items() for j, m in enumerate(mods)}
+    macs, total = _count_macs(lambda: model.get_normalized_probs(model(src, torch.tensor([src_len]), tgt),
+                                                                 log_probs=True), flat)
+    rows, counted, seen_macs = [], set(), 0
+    for name, mods in parts.items():
+        params = {id(p): p.numel() for m in mods for p in m.parameters() if id(p) not in counted}
+        counted |= set(params)
+        part_macs = sum(macs[(name, j)] for j in range(len(mods)))
+        rows.append(StatRow(name, sum(params.values()), part_macs / tgt_len))
+        seen_macs += part_macs
+    rest = sum(p.numel() for p in model.parameters() if id(p) not in counted)
+    rows.append(StatRow("final norms + output", rest, (total - seen_macs) / tgt_len))
+    model.train(was_training)
+    return rows
+
+
 def format_report(rows: List[StatRow], title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"{'part':<24}{'params':>14}{'MACs/token':>16}")

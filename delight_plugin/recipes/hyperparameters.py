@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 LM_BASELINE = "transformer_lm"
 MT_BASELINE = "transformer"
 DELIGHT_MT = "delight_transformer_wmt16_en_ro"
+LINFORMER_MT = "linformer_transformer_wmt16_en_ro"
 LM_DATASETS = ("wikitext-2", "wikitext-103")
 DELIGHT_MT_DIMS = (128, 256, 384, 640)  # the d_m values of the reference's En-Ro runs
 # fairseq's adaptive_loss refuses the default pytorch_ddp backend
@@ -136,7 +137,7 @@ def lm_flags(arch: str, dataset: str, gpus: int = 1, d_m: Optional[int] = None) 
 
 def mt_archs() -> List[str]:
     from fairseq.models import ARCH_MODEL_REGISTRY
-    return [a for a in (MT_BASELINE, DELIGHT_MT) if a in ARCH_MODEL_REGISTRY]
+    return [a for a in (MT_BASELINE, DELIGHT_MT, LINFORMER_MT) if a in ARCH_MODEL_REGISTRY]
 
 
 MT_COMMON = ["--task", "translation", "--source-lang", "en", "--target-lang", "ro",
@@ -158,15 +159,17 @@ def mt_flags(arch: str, gpus: int = 1, d_m: Optional[int] = None) -> List[str]:
                       "--delight-dec-min-depth", "4", "--delight-dec-max-depth", "8", "--delight-dec-width-mult", "2",
                       "--lr-scheduler", "polynomial_decay", "--lr", str(delight_mt_lr(d_m)), "--power", "1",
                       "--end-learning-rate", "1e-07", "--warmup-updates", "10000", "--total-num-update", "100000"]
-    elif arch == MT_BASELINE:
+    elif arch in (MT_BASELINE, LINFORMER_MT):
         if d_m is not None:
             raise ValueError("--d-m applies to delight_transformer_wmt16_en_ro only")
         # Transformer-base (62M with a ~35K joined vocabulary: the paper's baseline), fairseq's
-        # standard schedule for it.
-        arch_flags = ["--share-all-embeddings", "--dropout", "0.3", "--lr-scheduler", "inverse_sqrt",
-                      "--lr", "0.0007", "--warmup-updates", "4000", "--warmup-init-lr", "1e-07"]
+        # standard schedule for it; the Linformer arch has its widths, shared embeddings and dropout
+        # 0.3 as defaults, and trains on the same schedule so that the two compare.
+        sizes = ["--share-all-embeddings", "--dropout", "0.3"] if arch == MT_BASELINE else []
+        arch_flags = [*sizes, "--lr-scheduler", "inverse_sqrt", "--lr", "0.0007", "--warmup-updates", "4000",
+                      "--warmup-init-lr", "1e-07"]
     else:
-        raise ValueError(f"ARCH must be one of {[MT_BASELINE, DELIGHT_MT]}, got {arch!r}")
+        raise ValueError(f"ARCH must be one of {[MT_BASELINE, DELIGHT_MT, LINFORMER_MT]}, got {arch!r}")
     return ["--arch", arch, *MT_COMMON, *arch_flags, "--max-tokens", str(max_tokens),
             "--update-freq", str(update_freq(tokens_per_update, max_tokens, gpus))]
 

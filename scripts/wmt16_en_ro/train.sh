@@ -8,7 +8,9 @@ usage() {
 usage: $0 ARCH [--d-m N] [--data DIR] [--save-dir DIR] [--gpus N] [--no-fp16] [--dry-run]
           [FAIRSEQ-TRAIN FLAGS...]
 
-  ARCH        transformer (fairseq's Transformer-base baseline) or delight_transformer_wmt16_en_ro
+  ARCH        transformer (fairseq's Transformer-base baseline), delight_transformer_wmt16_en_ro or
+              linformer_transformer_wmt16_en_ro (Transformer-base sizes, Linformer attention, the
+              baseline's schedule)
   --d-m       DeLighT model width d_m (default 384; the reference ran 128, 256, 384, 640); the peak
               LR follows the reference: min(round(512/d_m * 7e-4, 4), 0.01)
   --data      binarised data (default: data-bin/wmt16_en_ro, made by prepare.sh)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import causal_mask
+from ..attention import causal_mask, keep_mask
 from ..cache import CachedModule, DecodingContext, append_rows
 from ..positions import RotaryEmbedding
 
@@ -16,11 +16,6 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], causal: boo
     out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
                                          attn_mask=mask, is_causal=causal, dropout_p=dropout)
     return out.squeeze(1)
-
-
-def _keep_mask(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
-    """fairseq's [B, S] padding mask (True = pad) -> SDPA's [B, 1, 1, S] keep mask."""
-    return None if padding_mask is None or not padding_mask.any() else ~padding_mask[:, None, None, :]
 
 
 class SingleHeadSelfAttention(CachedModule):
@@ -46,7 +41,7 @@ class SingleHeadSelfAttention(CachedModule):
             q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
         dropout = self.dropout if self.training else 0.0
         if not self.causal:
-            return self.out_proj(_attend(q, k, v, _keep_mask(padding_mask), False, dropout))
+            return self.out_proj(_attend(q, k, v, keep_mask(padding_mask), False, dropout))
         if ctx.incremental_state is not None:
             cache = self.get_cache(ctx.incremental_state)
             k, v = append_rows(cache, "k", k, dim=1), append_rows(cache, "v", v, dim=1)
@@ -82,7 +77,7 @@ class SingleHeadCrossAttention(CachedModule):
             self.set_cache(incremental_state, {"k": k, "v": v})
         dropout = self.dropout if self.training else 0.0
         q = self.q_proj(x)
-        out = self.out_proj(_attend(q, k, v, _keep_mask(encoder_padding_mask), False, dropout))
+        out = self.out_proj(_attend(q, k, v, keep_mask(encoder_padding_mask), False, dropout))
         return out, (attention_weights(q, k, encoder_padding_mask) if need_weights else None)
 
 

@@ -96,16 +96,3 @@ class DeLighTBlock(nn.Module):
             x = self._residual(x, self.cross_attn_norm, cross_attention)
         return self._residual(x, self.ffn_norm, self.ffn), weights
 
-
-class Seq2SeqContext(DecodingContext):
-    """A :class:`DecodingContext` that also carries what encoder and decoder blocks of a translation
-    model need: the source padding mask and (for decoders) the encoder output."""
-
-    __slots__ = ("padding_mask", "encoder_out", "encoder_padding_mask")
-
-    def __init__(self, positions: Tensor, incremental_state=None, padding_mask: Optional[Tensor] = None,
-                 encoder_out: Optional[Tensor] = None, encoder_padding_mask: Optional[Tensor] = None):
-        super().__init__(positions, incremental_state)
-        self.padding_mask = padding_mask
-        self.encoder_out = encoder_out
-        self.encoder_padding_mask = encoder_padding_mask
