@@ -84,6 +84,9 @@ VARIANTS: Dict[str, tuple] = {
     "gau_lm-unscaled-embedding": ("gau_lm", ["--no-scale-embedding"]),
 }
 LR_GRID = (5e-4, 1e-3, 2e-3)
+# Papers' own learning rates, swept besides the grid: DeLighT's reference rule for WikiText-103,
+# min(round(1024 / d_m * 0.002, 3), 0.01), is 0.008 at the `small` preset's d_m = 256.
+PAPER_LRS = {"delight_transformer_lm": (0.008,), "delight_transformer_lm-4blocks": (0.008,)}
 SEEDS = (1, 2, 3)
 WARMUP_UPDATES = 100
 DROPOUT = 0.1  # fairseq's default; the budgets are under one epoch, so the recipe's 0.3 only slows learning
@@ -334,7 +337,7 @@ def sweep_lrs(results: List[dict], regime: str, variant: str, grid: List[float],
         neighbours = [leader[j] for j in (i - 1, i + 1) if 0 <= j < len(leader)]
         return [leader[i]] + ([min(neighbours, key=done.get)] if neighbours else [])
     done = losses(regime)
-    lrs = list(grid)
+    lrs = list(grid) + [lr for lr in PAPER_LRS.get(variant, ()) if lr not in grid]
     if extend and all(lr in done for lr in grid):  # decided by the grid alone, so it extends once
         best = min(grid, key=done.get)
         if best == max(grid):

@@ -24,7 +24,7 @@ VARIANTS = {
     "learned-positions-shared-embeddings": ["--position-scheme", "learned", "--share-all-embeddings"],
     "full-attention": ["--linformer-full-attention"],
     "adaptive-input-softmax-tied": ["--adaptive-input", "--adaptive-input-cutoff", "50", "--adaptive-softmax-cutoff", "50",
-                                    "--tie-adaptive-weights"],
+                                    "--tie-adaptive-weights", "--criterion", "adaptive_loss"],
     "checkpoint-c1-narrow-encoder": ["--linformer-checkpoint-level", "C1", "--encoder-embed-dim", "24",
                                      "--encoder-attention-heads", "2", "--linformer-cross-k", "4"],
 }
@@ -47,7 +47,7 @@ BAD = [
     (["--encoder-ffn-embed-dim", "0"], "--encoder-ffn-embed-dim"),
     (["--position-scheme", "rotary", "--encoder-embed-dim", "36"], "--position-scheme"),  # d_head 9
     (["--share-all-embeddings", "--encoder-embed-dim", "48"], "--share-all-embeddings"),
-    (["--share-all-embeddings", "--adaptive-softmax-cutoff", "50"], "--share-all-embeddings"),
+    (["--share-all-embeddings", "--adaptive-softmax-cutoff", "50", "--criterion", "adaptive_loss"], "--share-all-embeddings"),
     (["--dropout", "1.5"], "--dropout"),
     (["--activation-fn", "mish"], "--activation-fn"),
 ]
