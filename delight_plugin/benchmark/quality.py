@@ -136,6 +136,9 @@ def markdown(result: dict) -> str:
                   f"Learning-rate sweep: valid {unit} after {regime['sweep_tokens']:,} training tokens, seed "
                   f"{meta.get('seeds', [1])[0]} (fairseq-eval-lm on the whole validation set, no context window).", ""]
         lrs = sorted({lr for row in summary.values() for lr in row["sweep"]}, key=float)
+        if not lrs:
+            lines += ["(no run has finished yet)", ""]
+            continue
         lines += ["| variant | " + " | ".join(f"lr {lr}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
         for variant, row in sorted(summary.items(), key=lambda kv: (kv[0] != baseline, kv[0])):
             best = min(row["sweep"], key=row["sweep"].get) if row["sweep"] else None
