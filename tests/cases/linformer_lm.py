@@ -17,9 +17,9 @@ VARIANTS = {
     "checkpoint-c1-emb-dim": ["--linformer-checkpoint-level", "C1", "--decoder-input-dim", "24",
                               "--decoder-output-dim", "24"],
 }
-BAD = [
+# The Linformer attention's own flags, refused alike by linformer_lm and linformer_transformer.
+LINFORMER_BAD = [
     (["--linformer-k", "0"], "--linformer-k"),
-    (["--linformer-k", "65"], "--tokens-per-sample"),
     (["--linformer-method", "pooling"], "--linformer-method"),
     (["--linformer-sharing", "all"], "--linformer-sharing"),
     (["--linformer-k-reduce-by-layer", "2"], "--linformer-k-reduce-by-layer"),  # with layerwise sharing
@@ -28,4 +28,7 @@ BAD = [
     (["--linformer-out-proj-dim", "0"], "--linformer-out-proj-dim"),
     (["--linformer-checkpoint-level", "C2"], "--linformer-checkpoint-level"),
     (["--decoder-attention-heads", "5"], "--decoder-attention-heads"),
+]
+BAD = LINFORMER_BAD + [
+    (["--linformer-k", "65"], "--tokens-per-sample"),
 ]
