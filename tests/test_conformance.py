@@ -53,22 +53,22 @@ def test_prefix_consistent(arch, flags):
     harness.probe_prefix(model)
 
 
-@pytest.mark.parametrize("arch,flags", variant_params())
-def test_incremental_equals_full(arch, flags):
+def decoding_model(arch, flags):
+    """The tiny model, or a skip for an arch that opts out of incremental decoding."""
     reason = getattr(harness.cases(arch), "NO_INCREMENTAL", None)
     if reason:
         pytest.skip(f"{arch} opts out of incremental decoding: {reason}")
-    model, _ = harness.build(arch, harness.tiny_flags(arch) + flags)
-    harness.probe_incremental(model)
+    return harness.build(arch, harness.tiny_flags(arch) + flags)[0]
+
+
+@pytest.mark.parametrize("arch,flags", variant_params())
+def test_incremental_equals_full(arch, flags):
+    harness.probe_incremental(decoding_model(arch, flags))
 
 
 @pytest.mark.parametrize("arch,flags", variant_params())
 def test_prefill_then_steps_equal_full(arch, flags):
-    reason = getattr(harness.cases(arch), "NO_INCREMENTAL", None)
-    if reason:
-        pytest.skip(f"{arch} opts out of incremental decoding: {reason}")
-    model, _ = harness.build(arch, harness.tiny_flags(arch) + flags)
-    harness.probe_prefill(model)
+    harness.probe_prefill(decoding_model(arch, flags))
 
 
 @pytest.mark.parametrize("arch,flags,text", bad_params())

@@ -261,6 +261,20 @@ def set_fixed_projections(ours: nn.ModuleList, theirs: nn.ModuleList, seq_len: i
                 setattr(head, letter, (matrix.T / math.sqrt(seq_len)).clone())
 
 
+def their_linformer_layers_with_our_weights(ours, method, sharing, seq_len, slots, dim, heads, layers):
+    """linformer-pytorch's MHAttention layers for the same configuration, holding ``ours``' weights."""
+    from linformer_pytorch.linformer_pytorch import MHAttention, get_EF
+    shared = get_EF(seq_len, slots, THEIR_METHOD[method], dim // heads) if sharing == "layerwise" else None
+    theirs = nn.ModuleList(
+        MHAttention(seq_len, dim // heads, dim, slots, heads, 0.0, "C0", sharing, shared, shared, False, None,
+                    method=THEIR_METHOD[method]) for _ in range(layers)).double()
+    pieces, zero_ours, zero_theirs = linformer_pieces(ours, method, sharing, seq_len, dim, heads)
+    copy_weights(ours, theirs, pieces, zero_ours=zero_ours, zero_theirs=zero_theirs)
+    if method == "no-params":
+        set_fixed_projections(ours, theirs, seq_len, heads)
+    return theirs
+
+
 @pytest.mark.parametrize("sharing", ["none", "headwise", "kv", "layerwise"])
 @pytest.mark.parametrize("method", ["learnable", "convolution", "no-params"])
 def test_linformer_last_position_equals_linformer_pytorch(method, sharing):
@@ -271,20 +285,10 @@ def test_linformer_last_position_equals_linformer_pytorch(method, sharing):
     layerwise sharing is one E across layers (and across keys and values)."""
     linformer_pytorch = pytest.importorskip("linformer_pytorch",
                                             reason="linformer-pytorch==0.19.3 (pip install -e .[test])")
-    from linformer_pytorch.linformer_pytorch import MHAttention, get_EF
     dim, heads, slots, layers = 16, 2, 4, 2
     for seq_len in (12, 16):  # convolution blocks of 3 and 4 positions
         ours = our_linformer_layers(method, sharing, seq_len, slots, dim, heads, layers)
-        shared = get_EF(seq_len, slots, THEIR_METHOD[method], dim // heads) if sharing == "layerwise" else None
-        theirs = nn.ModuleList(
-            MHAttention(seq_len, dim // heads, dim, slots, heads, 0.0, "C0", sharing, shared, shared, False, None,
-                        method=THEIR_METHOD[method]) for _ in range(layers)).double()
-        if isinstance(shared, Tensor):
-            shared = None
-        pieces, zero_ours, zero_theirs = linformer_pieces(ours, method, sharing, seq_len, dim, heads)
-        copy_weights(ours, theirs, pieces, zero_ours=zero_ours, zero_theirs=zero_theirs)
-        if method == "no-params":
-            set_fixed_projections(ours, theirs, seq_len, heads)
+        theirs = their_linformer_layers_with_our_weights(ours, method, sharing, seq_len, slots, dim, heads, layers)
         x = torch.randn(3, seq_len, dim, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
         for attention, their_layer in zip(ours, theirs):
             with torch.no_grad():
@@ -298,19 +302,11 @@ def test_linformer_encoder_attention_equals_linformer_pytorch_at_every_position(
     """linformer_transformer's encoder attention is the non-causal Linformer: with the mapping above, our
     output equals linformer-pytorch's MHAttention at every position of an unpadded sentence."""
     pytest.importorskip("linformer_pytorch", reason="linformer-pytorch==0.19.3 (pip install -e .[test])")
-    from linformer_pytorch.linformer_pytorch import MHAttention, get_EF
 
     from delight_plugin.modules.cache import Seq2SeqContext
     dim, heads, slots, layers, seq_len = 16, 2, 4, 2, 12
     ours = our_linformer_layers(method, sharing, seq_len, slots, dim, heads, layers, causal=False)
-    shared = get_EF(seq_len, slots, THEIR_METHOD[method], dim // heads) if sharing == "layerwise" else None
-    theirs = nn.ModuleList(
-        MHAttention(seq_len, dim // heads, dim, slots, heads, 0.0, "C0", sharing, shared, shared, False, None,
-                    method=THEIR_METHOD[method]) for _ in range(layers)).double()
-    pieces, zero_ours, zero_theirs = linformer_pieces(ours, method, sharing, seq_len, dim, heads)
-    copy_weights(ours, theirs, pieces, zero_ours=zero_ours, zero_theirs=zero_theirs)
-    if method == "no-params":
-        set_fixed_projections(ours, theirs, seq_len, heads)
+    theirs = their_linformer_layers_with_our_weights(ours, method, sharing, seq_len, slots, dim, heads, layers)
     x = torch.randn(3, seq_len, dim, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     for attention, their_layer in zip(ours, theirs):
         with torch.no_grad():
