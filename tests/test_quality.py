@@ -121,3 +121,23 @@ def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
     first = (tmp_path / "results" / "quality-study.md").read_text()
     study.main(argv)  # nothing left to run: only renders
     assert (tmp_path / "results" / "quality-study.md").read_text().split("\n", 1)[1] == first.split("\n", 1)[1]
+
+
+def test_a_fresh_work_directory_resumes_from_the_committed_results(tmp_path):
+    """Another machine's clone has no run directories: the committed runs are written back, so the
+    plan continues where the study stopped instead of starting again."""
+    sweep = [result("word", "plain_lm", lr, loss) for lr, loss in ((1e-3, 8.4), (2e-3, 8.0), (4e-3, 8.3))]
+    (tmp_path / "quality-study.json").write_text(json.dumps({"runs": sweep}))
+    root = tmp_path / "runs"
+    assert study.import_committed(tmp_path / "quality-study.json", root) == 3
+    assert study.import_committed(tmp_path / "quality-study.json", root) == 0  # present ones are kept
+    assert study.import_committed(tmp_path / "missing.json", root) == 0
+    assert sorted(r["lr"] for r in study.load_results(root)) == [1e-3, 2e-3, 4e-3]
+    assert planned(study.load_results(root), regimes=("word",))[0] == ("final", "word", 2e-3, 1)
+
+
+def test_a_diagnostic_variant_runs_once_at_the_middle_learning_rate():
+    grid, diagnostic = [1e-3, 2e-3, 4e-3], study.DIAGNOSTICS[0]
+    runs = study.plan([], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES)
+    assert [(r.phase, r.lr, r.seed, r.tokens) for r in runs] == [("sweep", 2e-3, 1, 100)]
+    assert study.plan([result("word", diagnostic, 2e-3, 8.0)], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []

@@ -16,7 +16,9 @@ variant (``transformer_lm``, every LM model of the plugin, FLASH, a smaller DeLi
 Every run is fairseq-train, then fairseq-eval-lm on the full validation set (and the test set for
 final runs). A run's directory holds its logs and ``result.json``; a run with a ``result.json`` is
 skipped, and an interrupted one resumes from its ``checkpoint_last.pt`` (fairseq's own resume),
-so the study can be stopped and restarted at any time. ``--plan`` prints what is left to do.
+so the study can be stopped and restarted at any time. The committed results (``--results-dir``)
+are read back into an empty work directory first, so a fresh clone on another machine continues
+the study where the last one stopped. ``--plan`` prints what is left to do.
 Results: ``quality-study.json``, ``.md`` and one figure per regime (valid loss against tokens,
 training FLOPs and training seconds) in ``--results-dir``.
 """
@@ -83,6 +85,9 @@ VARIANTS: Dict[str, tuple] = {
     "gau_lm-no-bias": ("gau_lm", ["--gau-no-relative-bias"]),
     "gau_lm-unscaled-embedding": ("gau_lm", ["--no-scale-embedding"]),
 }
+# Diagnostic variants ask one question of their parent (does the bias or the embedding scale explain
+# its gap?): one sweep run at the grid's middle learning rate, beside the parent's run there.
+DIAGNOSTICS = ("gau_lm-no-bias", "gau_lm-unscaled-embedding")
 LR_GRID = (5e-4, 1e-3, 2e-3)
 # Papers' own learning rates, swept besides the grid: DeLighT's reference rule for WikiText-103,
 # min(round(1024 / d_m * 0.002, 3), 0.01), is 0.008 at the `small` preset's d_m = 256.
@@ -311,6 +316,22 @@ def first_tokens(data: Path, count: int):
 # Planning
 # --------------------------------------------------------------------------------------------
 
+def import_committed(committed: Path, root: Path) -> int:
+    """Write each run of the committed results file whose directory has no ``result.json`` yet
+    (a fresh clone, another machine) into ``root``; returns how many were written."""
+    if not committed.exists():
+        return 0
+    written = 0
+    for record in json.loads(committed.read_text())["runs"]:
+        run = Run(**{name: record[name] for name in ("regime", "variant", "lr", "seed", "tokens", "phase")})
+        path = run.directory(root) / "result.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1))
+            written += 1
+    return written
+
+
 def load_results(root: Path) -> List[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*/result.json"))]
 
@@ -356,6 +377,10 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
         regime = regime_table[name]
         for variant in variants:
             follow = "word" if regime.characters and "word" in regimes else None
+            if variant in DIAGNOSTICS:
+                run = Run(name, variant, grid[len(grid) // 2], seeds[0], regime.sweep_tokens, "sweep")
+                todo += [] if (run.regime, run.variant, run.lr, run.seed, run.tokens, run.phase) in done else [run]
+                continue
             lrs = sweep_lrs(results, name, variant, grid, extend, follow)
             if lrs is None:
                 continue
@@ -411,19 +436,27 @@ def main(argv=None):
         regimes = {n: Regime(**{**asdict(r), "tokens_per_update": 4 * args.tokens_per_sample}) for n, r in regimes.items()}
     root = args.work_dir / "runs"
     root.mkdir(parents=True, exist_ok=True)
+    import_committed(args.results_dir / f"{args.stem}.json", root)
     meta = {"command": "python -m delight_plugin.benchmark.study " + " ".join(argv if argv is not None else sys.argv[1:]),
             "size": args.size, "threads_per_run": args.threads, "jobs": args.jobs, "corpus": str(args.corpus.name),
             "machine": machine(), "regimes": {n: asdict(r) for n, r in regimes.items()}, "warmup_updates": WARMUP_UPDATES,
             "dropout": DROPOUT, "lr_grid": args.lrs, "seeds": args.seeds}
     if not args.render_only and not args.plan:
         run_study(args, regimes, root)
-    results = [r for r in load_results(root) if r["regime"] in regimes and r["variant"] in args.variants]
+    every = load_results(root)
+    results = [r for r in every if r["regime"] in regimes and r["variant"] in args.variants]
     if args.plan:
         for run in plan(results, list(regimes), args.variants, args.lrs, args.seeds, regimes, not args.no_extend):
             print(f"{run.phase:5} {run.regime:4} {run.variant:30} lr {run.lr:g} seed {run.seed} tokens {run.tokens:,}")
         return
+    # Rendered from every finished run, not only this invocation's selection: processes sharing
+    # the study by variant (``--variants``) each rewrite the whole results file.
     meta["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    print(quality.write_results(results, meta, args.results_dir, args.stem, BASELINE))
+    present = {r["regime"] for r in every}
+    meta["regimes"] = {**{n: asdict(r) for n, r in REGIMES.items() if n in present and n not in regimes},
+                       **meta["regimes"]}
+    rendered = [r for r in every if r["regime"] in meta["regimes"]]
+    print(quality.write_results(rendered, meta, args.results_dir, args.stem, BASELINE))
 
 
 def machine() -> str:
