@@ -10,7 +10,8 @@ against the raw references.
     python scripts/multi30k_comparison.py --data ../shared/data/multi30k --work /tmp/multi30k \
         --minutes 12 --threads 1 [--models linformer_transformer transformer delight_transformer]
 
-Writes WORK/results.json and prints a Markdown table (parameters, updates reached, BLEU, signature).
+Writes WORK/results.json, and the table (parameters, updates reached, BLEU, signature) with the
+command, date and machine to --results (default benchmarks/results/multi30k-en-de.{json,md}).
 """
 import argparse
 import json
@@ -110,6 +111,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "multi30k-en-de"),
+                        help="stem of the committed results (.json and .md)")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": str(REPO)}
@@ -121,10 +124,31 @@ def main():
         results.append(train_and_score(name, bin_dir, data, work, args.minutes, env))
         (work / "results.json").write_text(json.dumps(results, indent=1))
         print(json.dumps(results[-1]), flush=True)
-    print("| model | parameters | updates in budget | sacreBLEU | signature |")
-    print("|---|---|---|---|---|")
+    meta = {"command": "python scripts/multi30k_comparison.py " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "threads": args.threads,
+            "minutes_per_model": args.minutes, "vocab_size": args.vocab_size}
+    table = markdown(results, meta)
+    Path(args.results + ".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    Path(args.results + ".md").write_text(table)
+    print(table)
+
+
+def markdown(results, meta) -> str:
+    lines = [f"Command: `{meta['command']}`; {meta['date']}; {meta['machine']}, {meta['threads']} torch thread(s); "
+             f"{meta['minutes_per_model']:g} minutes of training per model, then beam 5 on test_2016_flickr "
+             f"(1,000 sentences), detokenised, against the raw references.", "",
+             "| model | parameters | updates in budget | sacreBLEU | tokenized BLEU (intl) | signature |", "|---|---|---|---|---|---|"]
     for r in results:
-        print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['updates']} | {r['sacrebleu']} | {r['signature']} |")
+        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['updates']} | {r['sacrebleu']} | "
+                     f"{r['tokenized_bleu']} | `{r['signature']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    import platform
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":
