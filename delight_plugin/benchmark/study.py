@@ -69,6 +69,12 @@ REGIMES: Dict[str, Regime] = {
 # Variant -> (arch, flags after the size preset). DeLighT's claim is the Transformer's quality with
 # 1.5-3x fewer parameters, so it also runs with 4 blocks instead of 8 (1.96M non-embedding parameters
 # at `small`, 1.6x fewer than transformer_lm's 3.16M; the 8 blocks have 3.58M).
+# DeLighT's registered dropouts (the paper's, for many epochs) sit at seven places; the baseline's
+# --dropout at three. Under one epoch dropout only slows learning, so the DeLighT variants get the
+# baseline's: DROPOUT after the positions, the attention and the FFN, none elsewhere.
+# delight_transformer_lm-paper-dropouts keeps all seven, to show what they cost here.
+DELIGHT_MATCHED_DROPOUT = ["--delight-emb-dropout", "0", "--delight-dropout", "0", "--attention-dropout", "0",
+                           "--adaptive-softmax-dropout", "0", "--pe-dropout", "{dropout}", "--ffn-dropout", "{dropout}"]
 # gau_lm-no-bias is FLASH-Quad as registered before the relative position bias was on by default;
 # gau_lm-unscaled-embedding tests the quiet start (scripts/init_diagnostics.py): without the sqrt(d)
 # embedding scale the GAUs' outputs are a 16x larger part of the residual stream at initialisation.
@@ -77,17 +83,18 @@ VARIANTS: Dict[str, tuple] = {
     "gau_lm": ("gau_lm", []),
     "gau_lm_flash": ("gau_lm_flash", []),
     "primer_ez_lm": ("primer_ez_lm", []),
-    "delight_transformer_lm": ("delight_transformer_lm", []),
-    "delight_transformer_lm-4blocks": ("delight_transformer_lm", ["--delight-dec-layers", "4"]),
+    "delight_transformer_lm": ("delight_transformer_lm", DELIGHT_MATCHED_DROPOUT),
+    "delight_transformer_lm-4blocks": ("delight_transformer_lm", ["--delight-dec-layers", "4", *DELIGHT_MATCHED_DROPOUT]),
     "hourglass_lm": ("hourglass_lm", []),
     "linformer_lm": ("linformer_lm", []),
     "plain_lm": ("plain_lm", []),
     "gau_lm-no-bias": ("gau_lm", ["--gau-no-relative-bias"]),
     "gau_lm-unscaled-embedding": ("gau_lm", ["--no-scale-embedding"]),
+    "delight_transformer_lm-paper-dropouts": ("delight_transformer_lm", []),
 }
 # Diagnostic variants ask one question of their parent (does the bias or the embedding scale explain
 # its gap?): one sweep run at the grid's middle learning rate, beside the parent's run there.
-DIAGNOSTICS = ("gau_lm-no-bias", "gau_lm-unscaled-embedding")
+DIAGNOSTICS = ("gau_lm-no-bias", "gau_lm-unscaled-embedding", "delight_transformer_lm-paper-dropouts")
 LR_GRID = (5e-4, 1e-3, 2e-3)
 # Papers' own learning rates, swept besides the grid: DeLighT's reference rule for WikiText-103,
 # min(round(1024 / d_m * 0.002, 3), 0.01), is 0.008 at the `small` preset's d_m = 256.
@@ -161,6 +168,7 @@ def model_flags(regime: Regime, variant: str, size: str) -> List[str]:
     from ..presets import preset_flags
 
     arch, extra = VARIANTS[variant]
+    extra = [flag.format(dropout=DROPOUT) for flag in extra]
     # FLASH-Quad divides q.k by a fixed length L (default 512); the paper's 1/n is L = the training length.
     scale = ["--gau-quad-scale-length", str(regime.tokens_per_sample)] if arch == "gau_lm" else []
     return ["--arch", arch, *preset_flags(arch, size), *scale, *extra, *regime.model_flags]
