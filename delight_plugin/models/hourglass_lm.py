@@ -11,7 +11,6 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model
 
 from ..modules.blocks import plain_block
-from ..modules.feedforward import ACTIVATIONS
 from ..modules.hourglass import (
     ATTENTION_DOWN_BASES, ATTENTION_UP_BASES, DOWNSAMPLINGS, UPSAMPLINGS, AttentionPooling, AttentionUpsampling,
     AvgPooling, CrossAttentionBlock, HourglassLevel, LinearPooling, LinearUpsampling, RepeatUpsampling,
@@ -87,12 +86,6 @@ class HourglassLanguageModel(EfficientLanguageModel):
                                f"the shortening {shortening} must be smaller than the sequence length "
                                f"--tokens-per-sample ({cfg.max_target_positions}): a level shortened that much "
                                "sees only the first token")
-        for flag, allowed in (("activation_fn", sorted(ACTIVATIONS)), ("hourglass_downsampling", DOWNSAMPLINGS),
-                              ("hourglass_upsampling", UPSAMPLINGS),
-                              ("hourglass_attention_down_base", ATTENTION_DOWN_BASES),
-                              ("hourglass_attention_up_base", ATTENTION_UP_BASES)):
-            if str(getattr(cfg, flag)) not in allowed:
-                raise config_error(flag, getattr(cfg, flag), f"choose one of {list(allowed)}")
 
     @classmethod
     def build_block(cls, cfg, layer_index):

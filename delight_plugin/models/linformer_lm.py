@@ -19,8 +19,8 @@ from ..modules.attention import CausalSelfAttention
 from ..modules.cache import DecodingContext
 from ..modules.feedforward import FeedForward
 from ..modules.linformer import PROJECTION_METHODS, CausalLinformerAttention, SequenceCompression
-from .efficient_lm import config_error
 from .plain_lm import PlainLanguageModel, PlainLMConfig
+from .validation import CHOICES_NOTE, POSITIVE_INT, check, config_error
 
 SHARING_MODES = ("none", "headwise", "kv", "layerwise")
 # The reference's C2 (checkpoint every head separately) needs a Python loop over heads; C1 already
@@ -52,7 +52,8 @@ class LinformerLMConfig(PlainLMConfig):
                                         "(the reference's w_o_intermediate_dim)"})
     linformer_checkpoint_level: ChoiceEnum(CHECKPOINT_LEVELS) = field(
         default="C0", metadata={"help": "C1: recompute the attention and FFN sublayers in backward "
-                                        "(--checkpoint-activations recomputes whole blocks)"})
+                                        "(--checkpoint-activations recomputes whole blocks)",
+                                CHOICES_NOTE: "(C2, per-head checkpointing, is not offered)"})
 
 
 class LinformerBlock(nn.Module):
@@ -103,25 +104,18 @@ def layer_slots(cfg, layer_index: int, slots: Optional[int] = None) -> int:
 
 
 def validate_linformer(cfg, max_positions: int, limit: str) -> None:
-    """The Linformer flags; ``limit`` names what bounds --linformer-k (at most ``max_positions``)."""
+    """The Linformer flags' own rules (``check_choices`` covers their choices); ``limit`` names what
+    bounds --linformer-k (at most ``max_positions``)."""
     if not 1 <= cfg.linformer_k <= max_positions:
         raise config_error("linformer_k", cfg.linformer_k, f"must be between 1 and {limit}")
-    if cfg.linformer_method not in PROJECTION_METHODS:
-        raise config_error("linformer_method", cfg.linformer_method, f"choose one of {list(PROJECTION_METHODS)}")
-    if cfg.linformer_sharing not in SHARING_MODES:
-        raise config_error("linformer_sharing", cfg.linformer_sharing, f"choose one of {list(SHARING_MODES)}")
     if cfg.linformer_k_reduce_by_layer < 0:
         raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer, "must be >= 0")
     if cfg.linformer_k_reduce_by_layer and cfg.linformer_sharing == "layerwise":
         raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer,
                            "needs one compression per layer: use --linformer-sharing none, headwise or kv")
-    if cfg.linformer_chunk_size < 1:
-        raise config_error("linformer_chunk_size", cfg.linformer_chunk_size, "must be a positive integer")
-    if cfg.linformer_out_proj_dim is not None and cfg.linformer_out_proj_dim < 1:
-        raise config_error("linformer_out_proj_dim", cfg.linformer_out_proj_dim, "must be a positive integer")
-    if cfg.linformer_checkpoint_level not in CHECKPOINT_LEVELS:
-        raise config_error("linformer_checkpoint_level", cfg.linformer_checkpoint_level,
-                           f"choose one of {list(CHECKPOINT_LEVELS)} (C2, per-head checkpointing, is not offered)")
+    check(cfg, POSITIVE_INT, "linformer_chunk_size")
+    if cfg.linformer_out_proj_dim is not None:
+        check(cfg, POSITIVE_INT, "linformer_out_proj_dim")
 
 
 @register_model("linformer_lm", dataclass=LinformerLMConfig)

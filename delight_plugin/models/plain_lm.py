@@ -10,7 +10,8 @@ from fairseq.models import register_model
 
 from ..modules.blocks import plain_block
 from ..modules.feedforward import ACTIVATIONS
-from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error
+from .efficient_lm import EfficientLanguageModel, EfficientLMConfig
+from .validation import POSITIVE_INT, check, check_heads
 
 
 @dataclass
@@ -21,18 +22,11 @@ class PlainLMConfig(EfficientLMConfig):
 
 
 def validate_ffn(cfg) -> None:
-    if cfg.decoder_ffn_embed_dim is None or cfg.decoder_ffn_embed_dim < 1:
-        raise config_error("decoder_ffn_embed_dim", cfg.decoder_ffn_embed_dim, "must be a positive integer")
-    if cfg.activation_fn not in ACTIVATIONS:
-        raise config_error("activation_fn", cfg.activation_fn, f"choose one of {sorted(ACTIVATIONS)}")
+    check(cfg, POSITIVE_INT, "decoder_ffn_embed_dim")
 
 
 def validate_heads(cfg) -> None:
-    if cfg.decoder_attention_heads < 1 or cfg.decoder_embed_dim % cfg.decoder_attention_heads:
-        raise config_error("decoder_attention_heads", cfg.decoder_attention_heads,
-                           f"must be a positive divisor of --decoder-embed-dim ({cfg.decoder_embed_dim})")
-    if cfg.position_scheme == "rotary" and (cfg.decoder_embed_dim // cfg.decoder_attention_heads) % 2:
-        raise config_error("position_scheme", "rotary", "needs an even head dimension")
+    check_heads(cfg, "decoder")
 
 
 @register_model("plain_lm", dataclass=PlainLMConfig)

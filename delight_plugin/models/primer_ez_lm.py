@@ -16,6 +16,7 @@ from ..modules.dconv import CONV_VARIANTS, MultiDConvHeadAttention
 from ..modules.feedforward import ACTIVATIONS
 from .efficient_lm import EfficientLanguageModel, config_error
 from .plain_lm import PlainLMConfig, validate_ffn, validate_heads
+from .validation import POSITIVE_INT, check
 
 
 @dataclass
@@ -47,14 +48,11 @@ class PrimerEZLanguageModel(EfficientLanguageModel):
         super().validate_config(cfg)
         validate_heads(cfg)
         validate_ffn(cfg)
-        if cfg.primer_conv_kernel_size is None or cfg.primer_conv_kernel_size < 1:
-            raise config_error("primer_conv_kernel_size", cfg.primer_conv_kernel_size, "must be a positive integer")
+        check(cfg, POSITIVE_INT, "primer_conv_kernel_size")
         if cfg.primer_conv_kernel_size > cfg.max_target_positions:
             # taps further back than the sample is long only ever multiply the causal padding: never trained
             raise config_error("primer_conv_kernel_size", cfg.primer_conv_kernel_size,
                                f"must be at most the sequence length --tokens-per-sample ({cfg.max_target_positions})")
-        if cfg.primer_conv_variant not in CONV_VARIANTS:
-            raise config_error("primer_conv_variant", cfg.primer_conv_variant, f"choose one of {list(CONV_VARIANTS)}")
 
     @classmethod
     def build_block(cls, cfg, layer_index):
