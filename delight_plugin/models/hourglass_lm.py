@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model
 
-from ..modules.blocks import plain_block
 from ..modules.hourglass import (
     ATTENTION_DOWN_BASES, ATTENTION_UP_BASES, DOWNSAMPLINGS, UPSAMPLINGS, AttentionPooling, AttentionUpsampling,
     AvgPooling, CrossAttentionBlock, HourglassLevel, LinearPooling, LinearUpsampling, RepeatUpsampling,
     parse_structure)
-from .efficient_lm import EfficientLanguageModel, config_error
-from .plain_lm import PlainLMConfig, validate_ffn, validate_heads
+from .plain_lm import PlainLanguageModel, PlainLMConfig
 
 
 @dataclass
@@ -57,7 +55,7 @@ def build_upsampling(cfg, factor: int):
 
 
 @register_model("hourglass_lm", dataclass=HourglassLMConfig)
-class HourglassLanguageModel(EfficientLanguageModel):
+class HourglassLanguageModel(PlainLanguageModel):
     # Matched to transformer_lm's sizes (tests/test_hourglass.py checks the 10% band): the shortened layers run at
     # factor 3 and linear upsampling adds k*d^2 per level, so tiny trades FFN width for its third layer. Base puts
     # 4 of its 6 layers on the short sequence (2@1,2@3,2@1 has the same size but only 1.4x the speed at 2048).
@@ -73,23 +71,18 @@ class HourglassLanguageModel(EfficientLanguageModel):
     @classmethod
     def validate_config(cls, cfg):
         super().validate_config(cfg)
-        validate_heads(cfg)
-        validate_ffn(cfg)
+        error = cls.config_error
         try:
             structure = parse_structure(cfg.hourglass_structure)
         except ValueError as e:
-            raise config_error("hourglass_structure", cfg.hourglass_structure, str(e)) from None
+            raise error("hourglass_structure", cfg.hourglass_structure, str(e)) from None
         shortening = max(factor for _, factor in structure)
         if shortening >= cfg.max_target_positions:
             # the innermost level would hold one token, a summary of step 0 only: no hierarchy is left
-            raise config_error("hourglass_structure", cfg.hourglass_structure,
-                               f"the shortening {shortening} must be smaller than the sequence length "
-                               f"--tokens-per-sample ({cfg.max_target_positions}): a level shortened that much "
-                               "sees only the first token")
-
-    @classmethod
-    def build_block(cls, cfg, layer_index):
-        return plain_block(cfg)
+            raise error("hourglass_structure", cfg.hourglass_structure,
+                        f"the shortening {shortening} must be smaller than the sequence length "
+                        f"--tokens-per-sample ({cfg.max_target_positions}): a level shortened that much "
+                        "sees only the first token")
 
     @classmethod
     def build_blocks(cls, cfg):

@@ -9,15 +9,11 @@ intermediate output-projection width.
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-import torch.utils.checkpoint
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model
-from fairseq.modules import FairseqDropout
-from torch import Tensor, nn
+from torch import nn
 
-from ..modules.attention import CausalSelfAttention
-from ..modules.cache import DecodingContext
-from ..modules.feedforward import FeedForward
+from ..modules.blocks import PreNormBlock
 from ..modules.linformer import PROJECTION_METHODS, CausalLinformerAttention, SequenceCompression
 from .plain_lm import PlainLanguageModel, PlainLMConfig
 from .validation import CHOICES_NOTE, POSITIVE_INT, check, config_error
@@ -56,48 +52,6 @@ class LinformerLMConfig(PlainLMConfig):
                                 CHOICES_NOTE: "(C2, per-head checkpointing, is not offered)"})
 
 
-class LinformerBlock(nn.Module):
-    """Pre-norm attention, source attention (translation decoders, ``add_source_attention``) and
-    (optional) FFN sublayers; C1 checkpoints each sublayer."""
-
-    def __init__(self, dim: int, attention: nn.Module, ffn: Optional[nn.Module], dropout: float,
-                 checkpoint_sublayers: bool = False):
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(dim)
-        self.attention = attention
-        self.ffn_norm = nn.LayerNorm(dim) if ffn is not None else None
-        self.ffn = ffn
-        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
-        self.checkpoint_sublayers = checkpoint_sublayers
-        self.source_norm = self.source_attention = None
-
-    def add_source_attention(self, attention: nn.Module) -> None:
-        """Make this a translation decoder block: ``attention(x, ctx)`` reads ``ctx.encoder_out``."""
-        self.source_norm = nn.LayerNorm(self.attn_norm.normalized_shape[0])
-        self.source_attention = attention
-
-    def _attend(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        return self.attention(self.attn_norm(x), ctx)
-
-    def _attend_source(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        return self.source_attention(self.source_norm(x), ctx)
-
-    def _feed_forward(self, x: Tensor) -> Tensor:
-        return self.ffn(self.ffn_norm(x))
-
-    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        checkpoint = self.checkpoint_sublayers and self.training and ctx.incremental_state is None
-
-        def sublayer(fn, *args):
-            out = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpoint else fn(*args)
-            return self.dropout(out)
-
-        x = x + sublayer(self._attend, x, ctx)
-        if self.source_attention is not None:
-            x = x + sublayer(self._attend_source, x, ctx)
-        return x if self.ffn is None else x + sublayer(self._feed_forward, x)
-
-
 def layer_slots(cfg, layer_index: int, slots: Optional[int] = None) -> int:
     """Layer i's slots: max(1, k - i * --linformer-k-reduce-by-layer), k = ``slots`` or --linformer-k."""
     return max(1, (slots or cfg.linformer_k) - layer_index * cfg.linformer_k_reduce_by_layer)
@@ -130,9 +84,9 @@ class LinformerLanguageModel(PlainLanguageModel):
         "base": ["--linformer-k", "256"],
     }
 
-    # What build_attention makes; a translation encoder's builder swaps in the non-causal modules.
+    # What build_attention makes (attention_cls: with --linformer-full-attention); a translation
+    # encoder's builder swaps in the non-causal modules.
     linformer_attention_cls = CausalLinformerAttention
-    full_attention_cls = CausalSelfAttention
     length_flag = "--tokens-per-sample"  # named when an input is longer than the compression
 
     @classmethod
@@ -155,12 +109,11 @@ class LinformerLanguageModel(PlainLanguageModel):
         return [cls.build_block(cfg, i, shared) for i in range(cfg.decoder_layers)]
 
     @classmethod
-    def build_block(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> LinformerBlock:
+    def build_block(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> PreNormBlock:
         """``shared``: the one compression of --linformer-sharing layerwise (built here if None)."""
-        ffn = None if cfg.linformer_no_ffn else FeedForward(
-            cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_fn, cfg.activation_dropout)
-        return LinformerBlock(cfg.decoder_embed_dim, cls.build_attention(cfg, layer_index, shared), ffn, cfg.dropout,
-                              checkpoint_sublayers=cfg.linformer_checkpoint_level == "C1")
+        ffn = None if cfg.linformer_no_ffn else cls.build_ffn(cfg)  # before the attention: the order of its weights
+        return PreNormBlock(cfg.decoder_embed_dim, cls.build_attention(cfg, layer_index, shared), ffn, cfg.dropout,
+                            checkpoint_sublayers=cfg.linformer_checkpoint_level == "C1")
 
     @classmethod
     def build_compression(cls, cfg, layer_index: int, matrices: int) -> SequenceCompression:
@@ -181,15 +134,14 @@ class LinformerLanguageModel(PlainLanguageModel):
         return keys, keys if cfg.linformer_sharing == "kv" else build(cfg, layer_index, matrices)
 
     @classmethod
-    def build_attention(cls, cfg, layer_index: int, shared: Optional[SequenceCompression]) -> nn.Module:
-        dim, heads = cfg.decoder_embed_dim, cfg.decoder_attention_heads
-        rotary_dim = dim // heads if cfg.position_scheme == "rotary" else 0
+    def build_attention(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> nn.Module:
+        dim = cfg.decoder_embed_dim
         if cfg.linformer_full_attention:
-            attention = cls.full_attention_cls(dim, heads, dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+            attention = super().build_attention(cfg, layer_index)
         else:
             keys, values = cls.key_value_compressions(cfg, layer_index, shared, cls.build_compression)
-            attention = cls.linformer_attention_cls(dim, heads, keys, values, cfg.linformer_chunk_size,
-                                                    dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+            attention = super().build_attention(cfg, layer_index, cls.linformer_attention_cls, key_compression=keys,
+                                                value_compression=values, chunk_size=cfg.linformer_chunk_size)
         if cfg.linformer_out_proj_dim:
             attention.out_proj = nn.Sequential(nn.Linear(dim, cfg.linformer_out_proj_dim),
                                                nn.Linear(cfg.linformer_out_proj_dim, dim))

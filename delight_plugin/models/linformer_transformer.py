@@ -75,7 +75,7 @@ class EncoderLayerBuilder(LinformerLanguageModel):
     making non-causal attention; called on an ``EncoderView``, never instantiated."""
 
     linformer_attention_cls = BidirectionalLinformerAttention
-    full_attention_cls = BidirectionalSelfAttention
+    attention_cls = BidirectionalSelfAttention
     length_flag = "--max-source-positions"
 
 

@@ -4,18 +4,15 @@ Two changes to the pre-norm Transformer LM: a squared-ReLU FFN and multi-DConv-h
 (``modules/dconv.py``). Named sizes: ``primer_ez_lm`` (the config defaults) has fairseq ``transformer_lm``'s sizes,
 ``primer_ez_lm_gpt`` those of ``transformer_lm_gpt`` (768 wide, 12 layers, 12 heads, FFN 3072).
 """
-import functools
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model, register_model_architecture
 from fairseq.utils import safe_getattr
 
-from ..modules.blocks import plain_block
 from ..modules.dconv import CONV_VARIANTS, MultiDConvHeadAttention
 from ..modules.feedforward import ACTIVATIONS
-from .efficient_lm import EfficientLanguageModel, config_error
-from .plain_lm import PlainLMConfig, validate_ffn, validate_heads
+from .plain_lm import PlainLanguageModel, PlainLMConfig
 from .validation import POSITIVE_INT, check
 
 
@@ -32,8 +29,9 @@ class PrimerEZConfig(PlainLMConfig):
 
 
 @register_model("primer_ez_lm", dataclass=PrimerEZConfig)
-class PrimerEZLanguageModel(EfficientLanguageModel):
-    # The depthwise kernels add 3 * dim * K parameters per layer: the plain sizes still match.
+class PrimerEZLanguageModel(PlainLanguageModel):
+    # The depthwise kernels add 3 * dim * K parameters per layer: the plain sizes still match. Base is
+    # spelled out so that it also sizes primer_ez_lm_gpt down.
     presets = {
         "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2",
                  "--decoder-attention-heads", "4"],
@@ -43,22 +41,21 @@ class PrimerEZLanguageModel(EfficientLanguageModel):
                  "--decoder-attention-heads", "8"],
     }
 
+    attention_cls = MultiDConvHeadAttention
+
     @classmethod
     def validate_config(cls, cfg):
         super().validate_config(cfg)
-        validate_heads(cfg)
-        validate_ffn(cfg)
         check(cfg, POSITIVE_INT, "primer_conv_kernel_size")
         if cfg.primer_conv_kernel_size > cfg.max_target_positions:
             # taps further back than the sample is long only ever multiply the causal padding: never trained
-            raise config_error("primer_conv_kernel_size", cfg.primer_conv_kernel_size,
-                               f"must be at most the sequence length --tokens-per-sample ({cfg.max_target_positions})")
+            raise cls.config_error("primer_conv_kernel_size", cfg.primer_conv_kernel_size,
+                                   f"must be at most the sequence length --tokens-per-sample ({cfg.max_target_positions})")
 
     @classmethod
-    def build_block(cls, cfg, layer_index):
-        attention = functools.partial(MultiDConvHeadAttention, kernel_size=cfg.primer_conv_kernel_size,
-                                      conv_variant=str(cfg.primer_conv_variant))
-        return plain_block(cfg, attention_cls=attention)
+    def build_attention(cls, cfg, layer_index):
+        return super().build_attention(cfg, layer_index, kernel_size=cfg.primer_conv_kernel_size,
+                                       conv_variant=str(cfg.primer_conv_variant))
 
 
 def _set_sizes(args, dim: int, ffn: int, layers: int, heads: int):
