@@ -24,6 +24,7 @@ from ..modules.adaptive_input import AdaptiveInputAnyDtype
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
 from ..modules.stats import format_report, lm_report
+from ..presets import BASE
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 from .validation import POSITIVE_INT, POSITIVE_INT_OR_UNSET, PROBABILITY, check, check_choices, config_error
 
@@ -35,14 +36,14 @@ UNBOUNDED_POSITIONS = int(1e6)
 
 @dataclass
 class EfficientLMConfig(FairseqDataclass):
-    decoder_embed_dim: int = field(default=512, metadata={"help": "model width (d_model)"})
+    decoder_embed_dim: int = field(default=BASE.decoder_embed_dim, metadata={"help": "model width (d_model)"})
     decoder_input_dim: Optional[int] = field(
         default=None, metadata={"help": "token embedding width; projected to the model width if different "
                                         "(default: --decoder-embed-dim)"})
     decoder_output_dim: Optional[int] = field(
         default=None, metadata={"help": "width fed to the output layer; the final features are projected "
                                         "to it if different (default: --decoder-input-dim)"})
-    decoder_layers: int = field(default=6, metadata={"help": "number of blocks"})
+    decoder_layers: int = field(default=BASE.decoder_layers, metadata={"help": "number of blocks"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and residual branches"})
     attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})

@@ -14,6 +14,7 @@ from ..modules.hourglass import (
     ATTENTION_DOWN_BASES, ATTENTION_UP_BASES, DOWNSAMPLINGS, UPSAMPLINGS, AttentionPooling, AttentionUpsampling,
     AvgPooling, CrossAttentionBlock, HourglassLevel, LinearPooling, LinearUpsampling, RepeatUpsampling,
     parse_structure)
+from ..presets import size_flags
 from .plain_lm import PlainLanguageModel, PlainLMConfig
 
 
@@ -56,16 +57,15 @@ def build_upsampling(cfg, factor: int):
 
 @register_model("hourglass_lm", dataclass=HourglassLMConfig)
 class HourglassLanguageModel(PlainLanguageModel):
-    # Matched to transformer_lm's sizes (tests/test_hourglass.py checks the 10% band): the shortened layers run at
-    # factor 3 and linear upsampling adds k*d^2 per level, so tiny trades FFN width for its third layer. Base puts
-    # 4 of its 6 layers on the short sequence (2@1,2@3,2@1 has the same size but only 1.4x the speed at 2048).
+    # Matched to transformer_lm's sizes (tests/test_hourglass.py checks the 10% band), the structure in place of
+    # the depth: the shortened layers run at factor 3 and linear upsampling adds k*d^2 per level, so tiny trades
+    # FFN width for its third layer. Base puts 4 of its 6 layers on the short sequence (2@1,2@3,2@1 has the same
+    # size but only 1.4x the speed at 2048).
     presets = {
-        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "96", "--decoder-attention-heads", "4",
-                 "--hourglass-structure", "1@1,1@3,1@1"],
-        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-attention-heads", "4",
-                  "--hourglass-structure", "1@1,2@3,1@1"],
-        "base": ["--decoder-embed-dim", "512", "--decoder-ffn-embed-dim", "2048", "--decoder-attention-heads", "8",
-                 "--hourglass-structure", "1@1,4@3,1@1"],
+        "tiny": size_flags("tiny", decoder_ffn_embed_dim=96, decoder_layers=None)
+        + ["--hourglass-structure", "1@1,1@3,1@1"],
+        "small": size_flags("small", decoder_layers=None) + ["--hourglass-structure", "1@1,2@3,1@1"],
+        "base": size_flags("base", decoder_layers=None) + ["--hourglass-structure", "1@1,4@3,1@1"],
     }
 
     @classmethod

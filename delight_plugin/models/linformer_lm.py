@@ -74,15 +74,10 @@ def validate_linformer(cfg, max_positions: int, limit: str) -> None:
 
 @register_model("linformer_lm", dataclass=LinformerLMConfig)
 class LinformerLanguageModel(PlainLanguageModel):
-    # Same widths as transformer_lm's presets; k is small enough that the layerwise-shared k x N
-    # compression stays within the 10% parameter budget at --tokens-per-sample 512.
-    presets = {
-        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2",
-                 "--decoder-attention-heads", "4", "--linformer-k", "16"],
-        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-layers", "4",
-                  "--decoder-attention-heads", "4", "--linformer-k", "128"],
-        "base": ["--linformer-k", "256"],
-    }
+    # plain_lm's sizes; k is small enough that the layerwise-shared k x N compression stays within
+    # the 10% parameter budget at --tokens-per-sample 512.
+    presets = {size: PlainLanguageModel.presets[size] + ["--linformer-k", k]
+               for size, k in (("tiny", "16"), ("small", "128"), ("base", "256"))}
 
     # What build_attention makes (attention_cls: with --linformer-full-attention); a translation
     # encoder's builder swaps in the non-causal modules.

@@ -13,26 +13,22 @@ from torch import nn
 from ..modules.attention import CausalSelfAttention
 from ..modules.blocks import PreNormBlock
 from ..modules.feedforward import ACTIVATIONS, FeedForward
+from ..presets import BASE, size_flags
 from .efficient_lm import EfficientLanguageModel, EfficientLMConfig
 from .validation import POSITIVE_INT, check, check_heads
 
 
 @dataclass
 class PlainLMConfig(EfficientLMConfig):
-    decoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "FFN hidden width"})
-    decoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads"})
+    decoder_ffn_embed_dim: int = field(default=BASE.decoder_ffn_embed_dim, metadata={"help": "FFN hidden width"})
+    decoder_attention_heads: int = field(default=BASE.decoder_attention_heads,
+                                         metadata={"help": "number of attention heads"})
     activation_fn: ChoiceEnum(sorted(ACTIVATIONS)) = field(default="relu", metadata={"help": "FFN activation"})
 
 
 @register_model("plain_lm", dataclass=PlainLMConfig)
 class PlainLanguageModel(EfficientLanguageModel):
-    presets = {
-        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2",
-                 "--decoder-attention-heads", "4"],
-        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-layers", "4",
-                  "--decoder-attention-heads", "4"],
-        "base": [],
-    }
+    presets = {"tiny": size_flags("tiny"), "small": size_flags("small"), "base": []}  # base: the defaults
 
     attention_cls = CausalSelfAttention  # what build_attention makes
 

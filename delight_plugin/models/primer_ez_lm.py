@@ -7,11 +7,11 @@ Two changes to the pre-norm Transformer LM: a squared-ReLU FFN and multi-DConv-h
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum
-from fairseq.models import register_model, register_model_architecture
-from fairseq.utils import safe_getattr
+from fairseq.models import register_model
 
 from ..modules.dconv import CONV_VARIANTS, MultiDConvHeadAttention
 from ..modules.feedforward import ACTIVATIONS
+from ..presets import SIZES, register_sized_arch, size_flags
 from .plain_lm import PlainLanguageModel, PlainLMConfig
 from .validation import POSITIVE_INT, check
 
@@ -32,14 +32,7 @@ class PrimerEZConfig(PlainLMConfig):
 class PrimerEZLanguageModel(PlainLanguageModel):
     # The depthwise kernels add 3 * dim * K parameters per layer: the plain sizes still match. Base is
     # spelled out so that it also sizes primer_ez_lm_gpt down.
-    presets = {
-        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2",
-                 "--decoder-attention-heads", "4"],
-        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-layers", "4",
-                  "--decoder-attention-heads", "4"],
-        "base": ["--decoder-embed-dim", "512", "--decoder-ffn-embed-dim", "2048", "--decoder-layers", "6",
-                 "--decoder-attention-heads", "8"],
-    }
+    presets = {size: size_flags(size) for size in SIZES}
 
     attention_cls = MultiDConvHeadAttention
 
@@ -58,15 +51,4 @@ class PrimerEZLanguageModel(PlainLanguageModel):
                                        conv_variant=str(cfg.primer_conv_variant))
 
 
-def _set_sizes(args, dim: int, ffn: int, layers: int, heads: int):
-    """Fill in whatever the user did not set on the command line."""
-    args.decoder_embed_dim = safe_getattr(args, "decoder_embed_dim", dim)
-    args.decoder_ffn_embed_dim = safe_getattr(args, "decoder_ffn_embed_dim", ffn)
-    args.decoder_layers = safe_getattr(args, "decoder_layers", layers)
-    args.decoder_attention_heads = safe_getattr(args, "decoder_attention_heads", heads)
-    args.activation_fn = safe_getattr(args, "activation_fn", "relu_squared")
-
-
-@register_model_architecture("primer_ez_lm", "primer_ez_lm_gpt")
-def primer_ez_lm_gpt(args):
-    _set_sizes(args, dim=768, ffn=3072, layers=12, heads=12)  # fairseq transformer_lm_gpt
+register_sized_arch("primer_ez_lm", "primer_ez_lm_gpt", "gpt", activation_fn="relu_squared")  # transformer_lm_gpt
