@@ -5,22 +5,71 @@ Benchmarks, the demo and the recipes ask for ``--size tiny|small|base``. fairseq
 name (its model class's ``presets``) that land within about 10% of the baseline's
 non-embedding parameter count (``non_embedding_params``).
 """
-from typing import List
+import dataclasses
+from typing import Dict, List, Optional
 
-from fairseq.models import ARCH_MODEL_REGISTRY
+from fairseq.models import ARCH_MODEL_REGISTRY, register_model_architecture
+from fairseq.utils import safe_getattr
 
 BASELINE_ARCH = "transformer_lm"
 SIZES = ("tiny", "small", "base")
 WIKITEXT103_VOCAB = 267744  # the vocabulary the wiki103 arch's adaptive cutoffs are sized for
 
-BASELINE_PRESETS = {
-    # transformer_lm keeps 512-wide input/output dims unless told: keep them at the model width.
-    "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2",
-             "--decoder-attention-heads", "4", "--decoder-input-dim", "64", "--decoder-output-dim", "64"],
-    "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-layers", "4",
-              "--decoder-attention-heads", "4", "--decoder-input-dim", "256", "--decoder-output-dim", "256"],
-    "base": [],  # transformer_lm's defaults: 512 wide, 2048 FFN, 6 layers, 8 heads
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """A multi-head Transformer LM's shape, as its ``decoder_*`` fields."""
+    decoder_embed_dim: Optional[int]
+    decoder_ffn_embed_dim: Optional[int]
+    decoder_layers: Optional[int]
+    decoder_attention_heads: Optional[int]
+
+    def flags(self, **changes) -> List[str]:
+        """Its command-line flags; ``changes`` replace fields by name (None: leave the flag out)."""
+        fields = dataclasses.asdict(dataclasses.replace(self, **changes))
+        return [item for name, value in fields.items() if value is not None
+                for item in ("--" + name.replace("_", "-"), str(value))]
+
+
+# The one table of sizes: transformer_lm's base (its defaults) and gpt (transformer_lm_gpt), and our
+# tiny and small. The plain, Primer, Hourglass and Linformer LMs take their defaults, presets and
+# named archs from it.
+TRANSFORMER_SIZES: Dict[str, Size] = {
+    "tiny": Size(64, 256, 2, 4),
+    "small": Size(256, 1024, 4, 4),
+    "base": Size(512, 2048, 6, 8),
+    "gpt": Size(768, 3072, 12, 12),
 }
+BASE = TRANSFORMER_SIZES["base"]
+# Archs registered at a size of the table beyond the presets (register_sized_arch): arch -> size.
+SIZED_ARCHS: Dict[str, str] = {}
+
+
+def size_flags(size: str, **changes) -> List[str]:
+    return TRANSFORMER_SIZES[size].flags(**changes)
+
+
+def register_sized_arch(model: str, arch: str, size: str, **defaults):
+    """Register ``arch``: ``model`` at ``TRANSFORMER_SIZES[size]`` with ``defaults`` for other fields;
+    what the command line sets wins."""
+    values = {**dataclasses.asdict(TRANSFORMER_SIZES[size]), **defaults}
+
+    def fill(args):
+        for name, value in values.items():
+            setattr(args, name, safe_getattr(args, name, value))
+
+    SIZED_ARCHS[arch] = size
+    return register_model_architecture(model, arch)(fill)
+
+
+def _baseline_preset(size: str) -> List[str]:
+    # transformer_lm keeps 512-wide input/output dims unless told: keep them at the model width.
+    width = str(TRANSFORMER_SIZES[size].decoder_embed_dim)
+    return size_flags(size) + ["--decoder-input-dim", width, "--decoder-output-dim", width]
+
+
+BASELINE_PRESETS = {"tiny": _baseline_preset("tiny"), "small": _baseline_preset("small"),
+                    "base": []}  # transformer_lm's defaults: BASE
 
 
 def preset_flags(arch: str, size: str) -> List[str]:

@@ -30,6 +30,7 @@ from ..modules.positions import build_positions
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 from .delight_transformer_lm import DeLighTCommonConfig
 from .efficient_lm import config_error
+from .validation import POSITIVE_INT, check, check_choices
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ class DeLighTDecoder(FairseqIncrementalDecoder):
 class DeLighTTransformerModel(FairseqEncoderDecoderModel):
     @classmethod
     def validate_config(cls, cfg, task) -> None:
+        check_choices(cfg)
         delight_config.validate(cfg, config_error, sides=("enc", "dec"))
         if cfg.adaptive_input or cfg.tie_adaptive_weights or cfg.tie_adaptive_proj:
             flag = "adaptive_input" if cfg.adaptive_input else "tie_adaptive_weights"
@@ -254,9 +256,7 @@ class DeLighTTransformerModel(FairseqEncoderDecoderModel):
         if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
             raise config_error("share_all_embeddings", True, "needs a joined dictionary "
                                                              "(fairseq-preprocess --joined-dictionary)")
-        for name in ("src_len_ps", "tgt_len_ps"):
-            if getattr(cfg, name) is None or getattr(cfg, name) < 1:
-                raise config_error(name, getattr(cfg, name), "must be a positive integer")
+        check(cfg, POSITIVE_INT, "src_len_ps", "tgt_len_ps")
         check_cutoffs_fit_vocabulary(cfg, len(task.target_dictionary), getattr(cfg, "_name", "delight_transformer"),
                                      config_error)
         check_adaptive_softmax_criterion(cfg, config_error)

@@ -24,7 +24,9 @@ from ..modules.adaptive_input import AdaptiveInputAnyDtype
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
 from ..modules.stats import format_report, lm_report
+from ..presets import BASE
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
+from .validation import POSITIVE_INT, POSITIVE_INT_OR_UNSET, PROBABILITY, check, check_choices, config_error
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +36,14 @@ UNBOUNDED_POSITIONS = int(1e6)
 
 @dataclass
 class EfficientLMConfig(FairseqDataclass):
-    decoder_embed_dim: int = field(default=512, metadata={"help": "model width (d_model)"})
+    decoder_embed_dim: int = field(default=BASE.decoder_embed_dim, metadata={"help": "model width (d_model)"})
     decoder_input_dim: Optional[int] = field(
         default=None, metadata={"help": "token embedding width; projected to the model width if different "
                                         "(default: --decoder-embed-dim)"})
     decoder_output_dim: Optional[int] = field(
         default=None, metadata={"help": "width fed to the output layer; the final features are projected "
                                         "to it if different (default: --decoder-input-dim)"})
-    decoder_layers: int = field(default=6, metadata={"help": "number of blocks"})
+    decoder_layers: int = field(default=BASE.decoder_layers, metadata={"help": "number of blocks"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and residual branches"})
     attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
@@ -69,11 +71,6 @@ class EfficientLMConfig(FairseqDataclass):
     stats_seq_len: int = field(default=512, metadata={"help": "sequence length for --print-stats MACs"})
     tokens_per_sample: int = II("task.tokens_per_sample")
     max_target_positions: Optional[int] = II("task.max_target_positions")
-
-
-def config_error(flag: str, value, allowed: str) -> ValueError:
-    """The error every architecture raises for a bad hyperparameter: flag, value, what is allowed."""
-    return ValueError(f"--{flag.replace('_', '-')}={value!r} is invalid: {allowed}")
 
 
 def build_embedding(num_embeddings: int, dim: int, padding_idx: int) -> nn.Embedding:
@@ -262,17 +259,12 @@ class EfficientLanguageModel(FairseqLanguageModel):
     def validate_config(cls, cfg) -> None:
         """Reject bad hyperparameters before any module is built. Subclasses extend this."""
         error = cls.config_error
-        if cfg.position_scheme not in POSITION_SCHEMES:
-            raise error("position_scheme", cfg.position_scheme, f"choose one of {list(POSITION_SCHEMES)}")
-        for name in ("decoder_embed_dim", "decoder_layers", "max_target_positions", "stats_seq_len"):
-            if getattr(cfg, name) is None or getattr(cfg, name) < 1:
-                raise error(name, getattr(cfg, name), "must be a positive integer")
-        for name in ("decoder_input_dim", "decoder_output_dim"):  # None: follow the model width
-            if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-                raise error(name, getattr(cfg, name), "must be a positive integer (or left unset)")
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
-            if not 0.0 <= getattr(cfg, name) < 1.0:
-                raise error(name, getattr(cfg, name), "must be in [0, 1)")
+        check_choices(cfg, error)
+        check(cfg, POSITIVE_INT, "decoder_embed_dim", "decoder_layers", "max_target_positions", "stats_seq_len",
+              error=error)
+        # unset: follow the model width
+        check(cfg, POSITIVE_INT_OR_UNSET, "decoder_input_dim", "decoder_output_dim", error=error)
+        check(cfg, PROBABILITY, "dropout", "attention_dropout", "activation_dropout", error=error)
         if cfg.share_decoder_input_output_embed and (cfg.adaptive_input or cfg.adaptive_softmax_cutoff):
             raise error("share_decoder_input_output_embed", True,
                         "use --tie-adaptive-weights with adaptive input/softmax instead")

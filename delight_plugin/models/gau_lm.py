@@ -14,6 +14,7 @@ from fairseq.utils import safe_getattr
 from ..modules.gau import ATTENTION_FNS, GAU_MODES, GAUBlock
 from ..modules.positions import POSITION_SCHEMES
 from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error
+from .validation import POSITIVE_INT, check
 
 
 @dataclass
@@ -57,13 +58,7 @@ class GAULanguageModel(EfficientLanguageModel):
     @classmethod
     def validate_config(cls, cfg):
         super().validate_config(cfg)
-        if cfg.gau_mode not in GAU_MODES:
-            raise config_error("gau_mode", cfg.gau_mode, f"choose one of {list(GAU_MODES)}")
-        if cfg.gau_attention_fn not in ATTENTION_FNS:
-            raise config_error("gau_attention_fn", cfg.gau_attention_fn, f"choose one of {sorted(ATTENTION_FNS)}")
-        for name in ("gau_group_size", "gau_qk_dim", "gau_quad_scale_length"):
-            if getattr(cfg, name) is None or getattr(cfg, name) < 1:
-                raise config_error(name, getattr(cfg, name), "must be a positive integer")
+        check(cfg, POSITIVE_INT, "gau_group_size", "gau_qk_dim", "gau_quad_scale_length")
         if cfg.gau_expansion_factor is None or expansion_dim(cfg) < 1:
             raise config_error("gau_expansion_factor", cfg.gau_expansion_factor,
                                "must be positive (U and V are expansion * --decoder-embed-dim wide)")

@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model
 
-from ..modules.blocks import plain_block
-from ..modules.feedforward import ACTIVATIONS
 from ..modules.hourglass import (
     ATTENTION_DOWN_BASES, ATTENTION_UP_BASES, DOWNSAMPLINGS, UPSAMPLINGS, AttentionPooling, AttentionUpsampling,
     AvgPooling, CrossAttentionBlock, HourglassLevel, LinearPooling, LinearUpsampling, RepeatUpsampling,
     parse_structure)
-from .efficient_lm import EfficientLanguageModel, config_error
-from .plain_lm import PlainLMConfig, validate_ffn, validate_heads
+from ..presets import size_flags
+from .plain_lm import PlainLanguageModel, PlainLMConfig
 
 
 @dataclass
@@ -58,45 +56,33 @@ def build_upsampling(cfg, factor: int):
 
 
 @register_model("hourglass_lm", dataclass=HourglassLMConfig)
-class HourglassLanguageModel(EfficientLanguageModel):
-    # Matched to transformer_lm's sizes (tests/test_hourglass.py checks the 10% band): the shortened layers run at
-    # factor 3 and linear upsampling adds k*d^2 per level, so tiny trades FFN width for its third layer. Base puts
-    # 4 of its 6 layers on the short sequence (2@1,2@3,2@1 has the same size but only 1.4x the speed at 2048).
+class HourglassLanguageModel(PlainLanguageModel):
+    # Matched to transformer_lm's sizes (tests/test_hourglass.py checks the 10% band), the structure in place of
+    # the depth: the shortened layers run at factor 3 and linear upsampling adds k*d^2 per level, so tiny trades
+    # FFN width for its third layer. Base puts 4 of its 6 layers on the short sequence (2@1,2@3,2@1 has the same
+    # size but only 1.4x the speed at 2048).
     presets = {
-        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "96", "--decoder-attention-heads", "4",
-                 "--hourglass-structure", "1@1,1@3,1@1"],
-        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-attention-heads", "4",
-                  "--hourglass-structure", "1@1,2@3,1@1"],
-        "base": ["--decoder-embed-dim", "512", "--decoder-ffn-embed-dim", "2048", "--decoder-attention-heads", "8",
-                 "--hourglass-structure", "1@1,4@3,1@1"],
+        "tiny": size_flags("tiny", decoder_ffn_embed_dim=96, decoder_layers=None)
+        + ["--hourglass-structure", "1@1,1@3,1@1"],
+        "small": size_flags("small", decoder_layers=None) + ["--hourglass-structure", "1@1,2@3,1@1"],
+        "base": size_flags("base", decoder_layers=None) + ["--hourglass-structure", "1@1,4@3,1@1"],
     }
 
     @classmethod
     def validate_config(cls, cfg):
         super().validate_config(cfg)
-        validate_heads(cfg)
-        validate_ffn(cfg)
+        error = cls.config_error
         try:
             structure = parse_structure(cfg.hourglass_structure)
         except ValueError as e:
-            raise config_error("hourglass_structure", cfg.hourglass_structure, str(e)) from None
+            raise error("hourglass_structure", cfg.hourglass_structure, str(e)) from None
         shortening = max(factor for _, factor in structure)
         if shortening >= cfg.max_target_positions:
             # the innermost level would hold one token, a summary of step 0 only: no hierarchy is left
-            raise config_error("hourglass_structure", cfg.hourglass_structure,
-                               f"the shortening {shortening} must be smaller than the sequence length "
-                               f"--tokens-per-sample ({cfg.max_target_positions}): a level shortened that much "
-                               "sees only the first token")
-        for flag, allowed in (("activation_fn", sorted(ACTIVATIONS)), ("hourglass_downsampling", DOWNSAMPLINGS),
-                              ("hourglass_upsampling", UPSAMPLINGS),
-                              ("hourglass_attention_down_base", ATTENTION_DOWN_BASES),
-                              ("hourglass_attention_up_base", ATTENTION_UP_BASES)):
-            if str(getattr(cfg, flag)) not in allowed:
-                raise config_error(flag, getattr(cfg, flag), f"choose one of {list(allowed)}")
-
-    @classmethod
-    def build_block(cls, cfg, layer_index):
-        return plain_block(cfg)
+            raise error("hourglass_structure", cfg.hourglass_structure,
+                        f"the shortening {shortening} must be smaller than the sequence length "
+                        f"--tokens-per-sample ({cfg.max_target_positions}): a level shortened that much "
+                        "sees only the first token")
 
     @classmethod
     def build_blocks(cls, cfg):

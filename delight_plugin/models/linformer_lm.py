@@ -9,18 +9,14 @@ intermediate output-projection width.
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-import torch.utils.checkpoint
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model
-from fairseq.modules import FairseqDropout
-from torch import Tensor, nn
+from torch import nn
 
-from ..modules.attention import CausalSelfAttention
-from ..modules.cache import DecodingContext
-from ..modules.feedforward import FeedForward
+from ..modules.blocks import PreNormBlock
 from ..modules.linformer import PROJECTION_METHODS, CausalLinformerAttention, SequenceCompression
-from .efficient_lm import config_error
 from .plain_lm import PlainLanguageModel, PlainLMConfig
+from .validation import CHOICES_NOTE, POSITIVE_INT, check, config_error
 
 SHARING_MODES = ("none", "headwise", "kv", "layerwise")
 # The reference's C2 (checkpoint every head separately) needs a Python loop over heads; C1 already
@@ -52,49 +48,8 @@ class LinformerLMConfig(PlainLMConfig):
                                         "(the reference's w_o_intermediate_dim)"})
     linformer_checkpoint_level: ChoiceEnum(CHECKPOINT_LEVELS) = field(
         default="C0", metadata={"help": "C1: recompute the attention and FFN sublayers in backward "
-                                        "(--checkpoint-activations recomputes whole blocks)"})
-
-
-class LinformerBlock(nn.Module):
-    """Pre-norm attention, source attention (translation decoders, ``add_source_attention``) and
-    (optional) FFN sublayers; C1 checkpoints each sublayer."""
-
-    def __init__(self, dim: int, attention: nn.Module, ffn: Optional[nn.Module], dropout: float,
-                 checkpoint_sublayers: bool = False):
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(dim)
-        self.attention = attention
-        self.ffn_norm = nn.LayerNorm(dim) if ffn is not None else None
-        self.ffn = ffn
-        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
-        self.checkpoint_sublayers = checkpoint_sublayers
-        self.source_norm = self.source_attention = None
-
-    def add_source_attention(self, attention: nn.Module) -> None:
-        """Make this a translation decoder block: ``attention(x, ctx)`` reads ``ctx.encoder_out``."""
-        self.source_norm = nn.LayerNorm(self.attn_norm.normalized_shape[0])
-        self.source_attention = attention
-
-    def _attend(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        return self.attention(self.attn_norm(x), ctx)
-
-    def _attend_source(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        return self.source_attention(self.source_norm(x), ctx)
-
-    def _feed_forward(self, x: Tensor) -> Tensor:
-        return self.ffn(self.ffn_norm(x))
-
-    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        checkpoint = self.checkpoint_sublayers and self.training and ctx.incremental_state is None
-
-        def sublayer(fn, *args):
-            out = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpoint else fn(*args)
-            return self.dropout(out)
-
-        x = x + sublayer(self._attend, x, ctx)
-        if self.source_attention is not None:
-            x = x + sublayer(self._attend_source, x, ctx)
-        return x if self.ffn is None else x + sublayer(self._feed_forward, x)
+                                        "(--checkpoint-activations recomputes whole blocks)",
+                                CHOICES_NOTE: "(C2, per-head checkpointing, is not offered)"})
 
 
 def layer_slots(cfg, layer_index: int, slots: Optional[int] = None) -> int:
@@ -103,42 +58,30 @@ def layer_slots(cfg, layer_index: int, slots: Optional[int] = None) -> int:
 
 
 def validate_linformer(cfg, max_positions: int, limit: str) -> None:
-    """The Linformer flags; ``limit`` names what bounds --linformer-k (at most ``max_positions``)."""
+    """The Linformer flags' own rules (``check_choices`` covers their choices); ``limit`` names what
+    bounds --linformer-k (at most ``max_positions``)."""
     if not 1 <= cfg.linformer_k <= max_positions:
         raise config_error("linformer_k", cfg.linformer_k, f"must be between 1 and {limit}")
-    if cfg.linformer_method not in PROJECTION_METHODS:
-        raise config_error("linformer_method", cfg.linformer_method, f"choose one of {list(PROJECTION_METHODS)}")
-    if cfg.linformer_sharing not in SHARING_MODES:
-        raise config_error("linformer_sharing", cfg.linformer_sharing, f"choose one of {list(SHARING_MODES)}")
     if cfg.linformer_k_reduce_by_layer < 0:
         raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer, "must be >= 0")
     if cfg.linformer_k_reduce_by_layer and cfg.linformer_sharing == "layerwise":
         raise config_error("linformer_k_reduce_by_layer", cfg.linformer_k_reduce_by_layer,
                            "needs one compression per layer: use --linformer-sharing none, headwise or kv")
-    if cfg.linformer_chunk_size < 1:
-        raise config_error("linformer_chunk_size", cfg.linformer_chunk_size, "must be a positive integer")
-    if cfg.linformer_out_proj_dim is not None and cfg.linformer_out_proj_dim < 1:
-        raise config_error("linformer_out_proj_dim", cfg.linformer_out_proj_dim, "must be a positive integer")
-    if cfg.linformer_checkpoint_level not in CHECKPOINT_LEVELS:
-        raise config_error("linformer_checkpoint_level", cfg.linformer_checkpoint_level,
-                           f"choose one of {list(CHECKPOINT_LEVELS)} (C2, per-head checkpointing, is not offered)")
+    check(cfg, POSITIVE_INT, "linformer_chunk_size")
+    if cfg.linformer_out_proj_dim is not None:
+        check(cfg, POSITIVE_INT, "linformer_out_proj_dim")
 
 
 @register_model("linformer_lm", dataclass=LinformerLMConfig)
 class LinformerLanguageModel(PlainLanguageModel):
-    # Same widths as transformer_lm's presets; k is small enough that the layerwise-shared k x N
-    # compression stays within the 10% parameter budget at --tokens-per-sample 512.
-    presets = {
-        "tiny": ["--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-layers", "2",
-                 "--decoder-attention-heads", "4", "--linformer-k", "16"],
-        "small": ["--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-layers", "4",
-                  "--decoder-attention-heads", "4", "--linformer-k", "128"],
-        "base": ["--linformer-k", "256"],
-    }
+    # plain_lm's sizes; k is small enough that the layerwise-shared k x N compression stays within
+    # the 10% parameter budget at --tokens-per-sample 512.
+    presets = {size: PlainLanguageModel.presets[size] + ["--linformer-k", k]
+               for size, k in (("tiny", "16"), ("small", "128"), ("base", "256"))}
 
-    # What build_attention makes; a translation encoder's builder swaps in the non-causal modules.
+    # What build_attention makes (attention_cls: with --linformer-full-attention); a translation
+    # encoder's builder swaps in the non-causal modules.
     linformer_attention_cls = CausalLinformerAttention
-    full_attention_cls = CausalSelfAttention
     length_flag = "--tokens-per-sample"  # named when an input is longer than the compression
 
     @classmethod
@@ -161,12 +104,11 @@ class LinformerLanguageModel(PlainLanguageModel):
         return [cls.build_block(cfg, i, shared) for i in range(cfg.decoder_layers)]
 
     @classmethod
-    def build_block(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> LinformerBlock:
+    def build_block(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> PreNormBlock:
         """``shared``: the one compression of --linformer-sharing layerwise (built here if None)."""
-        ffn = None if cfg.linformer_no_ffn else FeedForward(
-            cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_fn, cfg.activation_dropout)
-        return LinformerBlock(cfg.decoder_embed_dim, cls.build_attention(cfg, layer_index, shared), ffn, cfg.dropout,
-                              checkpoint_sublayers=cfg.linformer_checkpoint_level == "C1")
+        ffn = None if cfg.linformer_no_ffn else cls.build_ffn(cfg)  # before the attention: the order of its weights
+        return PreNormBlock(cfg.decoder_embed_dim, cls.build_attention(cfg, layer_index, shared), ffn, cfg.dropout,
+                            checkpoint_sublayers=cfg.linformer_checkpoint_level == "C1")
 
     @classmethod
     def build_compression(cls, cfg, layer_index: int, matrices: int) -> SequenceCompression:
@@ -187,15 +129,14 @@ class LinformerLanguageModel(PlainLanguageModel):
         return keys, keys if cfg.linformer_sharing == "kv" else build(cfg, layer_index, matrices)
 
     @classmethod
-    def build_attention(cls, cfg, layer_index: int, shared: Optional[SequenceCompression]) -> nn.Module:
-        dim, heads = cfg.decoder_embed_dim, cfg.decoder_attention_heads
-        rotary_dim = dim // heads if cfg.position_scheme == "rotary" else 0
+    def build_attention(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> nn.Module:
+        dim = cfg.decoder_embed_dim
         if cfg.linformer_full_attention:
-            attention = cls.full_attention_cls(dim, heads, dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+            attention = super().build_attention(cfg, layer_index)
         else:
             keys, values = cls.key_value_compressions(cfg, layer_index, shared, cls.build_compression)
-            attention = cls.linformer_attention_cls(dim, heads, keys, values, cfg.linformer_chunk_size,
-                                                    dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
+            attention = super().build_attention(cfg, layer_index, cls.linformer_attention_cls, key_compression=keys,
+                                                value_compression=values, chunk_size=cfg.linformer_chunk_size)
         if cfg.linformer_out_proj_dim:
             attention.out_proj = nn.Sequential(nn.Linear(dim, cfg.linformer_out_proj_dim),
                                                nn.Linear(cfg.linformer_out_proj_dim, dim))

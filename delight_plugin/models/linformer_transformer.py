@@ -31,6 +31,7 @@ from ..modules.stats import format_report, seq2seq_report
 from .efficient_lm import EfficientLMDecoder, build_embedding, config_error
 from .linformer_lm import LinformerLanguageModel, LinformerLMConfig, layer_slots, validate_linformer
 from .plain_lm import PlainLanguageModel
+from .validation import POSITIVE_INT, check, check_heads
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class EncoderLayerBuilder(LinformerLanguageModel):
     making non-causal attention; called on an ``EncoderView``, never instantiated."""
 
     linformer_attention_cls = BidirectionalLinformerAttention
-    full_attention_cls = BidirectionalSelfAttention
+    attention_cls = BidirectionalSelfAttention
     length_flag = "--max-source-positions"
 
 
@@ -190,20 +191,13 @@ class LinformerTransformerModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def validate_config(cls, cfg) -> None:
-        PlainLanguageModel.validate_config(cfg)  # the decoder skeleton's flags, decoder heads, activation
+        PlainLanguageModel.validate_config(cfg)  # the decoder skeleton's flags, every choice, decoder heads
         source, target = cfg.max_source_positions, cfg.max_target_positions
-        if source is None or source < 1:
-            raise config_error("max_source_positions", source, "must be a positive integer")
+        check(cfg, POSITIVE_INT, "max_source_positions")
         validate_linformer(cfg, min(source, target),
                            f"--max-source-positions ({source}) and --max-target-positions ({target})")
-        for name in ("encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_layers"):
-            if getattr(cfg, name) < 1:
-                raise config_error(name, getattr(cfg, name), "must be a positive integer")
-        heads, dim = cfg.encoder_attention_heads, cfg.encoder_embed_dim
-        if heads < 1 or dim % heads:
-            raise config_error("encoder_attention_heads", heads, f"must be a positive divisor of --encoder-embed-dim ({dim})")
-        if cfg.position_scheme == "rotary" and (dim // heads) % 2:
-            raise config_error("position_scheme", "rotary", "needs an even encoder head dimension")
+        check(cfg, POSITIVE_INT, "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_layers")
+        check_heads(cfg, "encoder")
         if cfg.linformer_cross_k is not None and not 1 <= cfg.linformer_cross_k <= source:
             raise config_error("linformer_cross_k", cfg.linformer_cross_k,
                                f"must be between 1 and --max-source-positions ({source})")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cache import CachedModule, DecodingContext, append_rows
+from .cache import CachedModule, DecodingContext
 from .positions import RotaryEmbedding
 
 
@@ -51,18 +51,25 @@ class CausalSelfAttention(CachedModule):
         """[B, T, dim] -> q, k, v each [B, T, dim]. ``cache`` may be read and updated."""
         return self.qkv_proj(x).chunk(3, dim=-1)
 
-    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+    def split_heads(self, x: Tensor, ctx: DecodingContext, cache: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """q, k, v [B, H, T, head_dim] of x [B, T, dim] (``project_qkv``), rotated under rotary positions."""
         bsz, seq_len, _ = x.shape
-        cache = self.get_cache(ctx.incremental_state)
-        q, k, v = (
-            t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
-            for t in self.project_qkv(x, ctx, cache)
-        )
+        q, k, v = (t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+                   for t in self.project_qkv(x, ctx, cache))
         if self.rotary is not None:
             q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
-        if ctx.incremental_state is not None:
-            k, v = append_rows(cache, "k", k, dim=2), append_rows(cache, "v", v, dim=2)
-            self.set_cache(ctx.incremental_state, cache)
+        return q, k, v
+
+    def merge_heads(self, out: Tensor) -> Tensor:
+        """The heads' outputs [B, H, T, head_dim] -> the output projection [B, T, dim]."""
+        bsz, _, seq_len, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, self.dim))
+
+    def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        seq_len = x.size(1)
+        cache = self.get_cache(ctx.incremental_state)
+        q, k, v = self.split_heads(x, ctx, cache)
+        k, v = self.cached_keys_values(ctx.incremental_state, k, v, dim=2, cache=cache)
         past = k.size(2) - seq_len
         out = F.scaled_dot_product_attention(
             q, k, v,
@@ -70,7 +77,7 @@ class CausalSelfAttention(CachedModule):
             is_causal=past == 0 and seq_len > 1,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, self.dim))
+        return self.merge_heads(out)
 
 
 class BidirectionalSelfAttention(CausalSelfAttention):
@@ -78,11 +85,7 @@ class BidirectionalSelfAttention(CausalSelfAttention):
     full attention). Reads the padding mask from ``ctx.padding_mask`` (a ``Seq2SeqContext``)."""
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        bsz, seq_len, _ = x.shape
-        q, k, v = (t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
-                   for t in self.project_qkv(x, ctx, {}))
-        if self.rotary is not None:
-            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        q, k, v = self.split_heads(x, ctx, {})
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep_mask(getattr(ctx, "padding_mask", None)),
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(out.transpose(1, 2).reshape(bsz, seq_len, self.dim))
+        return self.merge_heads(out)

@@ -1,32 +1,54 @@
-"""The plain pre-norm Transformer block: the reference every other block is tested against."""
+"""The pre-norm Transformer block: the reference every other block is tested against, and the
+block of the Primer, Hourglass and Linformer LMs and of the Linformer translation model."""
+from typing import Optional
+
+import torch.utils.checkpoint
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
-from .attention import CausalSelfAttention
 from .cache import DecodingContext
-from .feedforward import FeedForward
 
 
 class PreNormBlock(nn.Module):
-    """x + Dropout(Attn(LN(x))), then x + Dropout(FFN(LN(x)))."""
+    """x + Dropout(Attn(LN(x))), then, in a translation decoder (``add_source_attention``),
+    x + Dropout(SourceAttn(LN(x))), then x + Dropout(FFN(LN(x))) unless ``ffn`` is None.
 
-    def __init__(self, dim: int, attention: nn.Module, ffn: nn.Module, dropout: float):
+    ``checkpoint_sublayers`` recomputes each sublayer in the backward pass (while training).
+    """
+
+    def __init__(self, dim: int, attention: nn.Module, ffn: Optional[nn.Module], dropout: float,
+                 checkpoint_sublayers: bool = False):
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
         self.attention = attention
-        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn_norm = nn.LayerNorm(dim) if ffn is not None else None
         self.ffn = ffn
         self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
+        self.checkpoint_sublayers = checkpoint_sublayers
+        self.source_norm = self.source_attention = None
+
+    def add_source_attention(self, attention: nn.Module) -> None:
+        """Make this a translation decoder block: ``attention(x, ctx)`` reads ``ctx.encoder_out``."""
+        self.source_norm = nn.LayerNorm(self.attn_norm.normalized_shape[0])
+        self.source_attention = attention
+
+    def _attend(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        return self.attention(self.attn_norm(x), ctx)
+
+    def _attend_source(self, x: Tensor, ctx: DecodingContext) -> Tensor:
+        return self.source_attention(self.source_norm(x), ctx)
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self.ffn(self.ffn_norm(x))
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        x = x + self.dropout(self.attention(self.attn_norm(x), ctx))
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        checkpoint = self.checkpoint_sublayers and self.training and ctx.incremental_state is None
 
+        def sublayer(fn, *args):
+            out = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpoint else fn(*args)
+            return self.dropout(out)
 
-def plain_block(cfg, attention_cls=CausalSelfAttention) -> PreNormBlock:
-    """A pre-norm attention + FFN block from the usual ``decoder_*`` fields of a config."""
-    rotary_dim = cfg.decoder_embed_dim // cfg.decoder_attention_heads if cfg.position_scheme == "rotary" else 0
-    attention = attention_cls(cfg.decoder_embed_dim, cfg.decoder_attention_heads,
-                              dropout=cfg.attention_dropout, rotary_dim=rotary_dim)
-    ffn = FeedForward(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_fn, cfg.activation_dropout)
-    return PreNormBlock(cfg.decoder_embed_dim, attention, ffn, cfg.dropout)
+        x = x + sublayer(self._attend, x, ctx)
+        if self.source_attention is not None:
+            x = x + sublayer(self._attend_source, x, ctx)
+        return x if self.ffn is None else x + sublayer(self._feed_forward, x)

@@ -4,9 +4,10 @@ A module that caches anything between decoding steps subclasses :class:`CachedMo
 reads its state with ``self.get_cache(incremental_state)`` and writes it back with
 ``self.set_cache(incremental_state, state)``. The state is a flat ``dict`` of tensors whose
 first dimension is the batch, so beam search can reorder all of them generically (and of plain
-ints, which it leaves alone). Histories that grow by a row per step use ``append_rows``.
+ints, which it leaves alone). Histories that grow by a row per step use ``append_rows``; attention
+keys and values ``cached_keys_values``.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from fairseq.incremental_decoding_utils import with_incremental_state
@@ -38,6 +39,17 @@ class CachedModule(nn.Module):
             }
             self.set_cache(incremental_state, cache)
         return incremental_state
+
+    def cached_keys_values(self, incremental_state: Optional[State], keys: Tensor, values: Tensor, dim: int,
+                           cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        """Decoding: the cached keys and values with these appended along ``dim`` (``append_rows``),
+        stored back; ``cache``: this module's state if already read. Otherwise ``keys, values``."""
+        if incremental_state is None:
+            return keys, values
+        cache = self.get_cache(incremental_state) if cache is None else cache
+        keys, values = append_rows(cache, "k", keys, dim), append_rows(cache, "v", values, dim)
+        self.set_cache(incremental_state, cache)
+        return keys, values
 
 
 def append_rows(cache: Dict[str, Tensor], name: str, new: Tensor, dim: int, limit: Optional[int] = None) -> Tensor:

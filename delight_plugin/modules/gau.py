@@ -114,10 +114,7 @@ class QuadAttention(CachedModule):
         self.relative_bias, self.dropout = relative_bias, dropout
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, ctx: DecodingContext) -> Tensor:
-        if ctx.incremental_state is not None:
-            cache = self.get_cache(ctx.incremental_state)
-            k, v = append_rows(cache, "k", k, dim=1), append_rows(cache, "v", v, dim=1)
-            self.set_cache(ctx.incremental_state, cache)
+        k, v = self.cached_keys_values(ctx.incremental_state, k, v, dim=1)
         bias = None
         if self.relative_bias is not None:
             bias = self.relative_bias(ctx.positions, torch.arange(k.size(1), device=k.device))

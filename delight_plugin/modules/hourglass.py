@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
-from .cache import CachedModule, DecodingContext, append_rows
+from .cache import CachedModule, DecodingContext
 from .feedforward import FeedForward
 
 DOWNSAMPLINGS = ("avg", "linear", "attention")
@@ -170,10 +170,7 @@ class AttentionUpsampling(CachedModule):
 
     def forward(self, x: Tensor, new_tokens: Tensor, start: int, ctx: DecodingContext) -> Tensor:
         keys, values = self.block.memory(new_tokens)
-        if ctx.incremental_state is not None:
-            cache = self.get_cache(ctx.incremental_state)
-            keys, values = append_rows(cache, "k", keys, dim=2), append_rows(cache, "v", values, dim=2)
-            self.set_cache(ctx.incremental_state, cache)
+        keys, values = self.cached_keys_values(ctx.incremental_state, keys, values, dim=2)
         steps = torch.arange(start, start + x.size(1), device=x.device)
         mask = torch.arange(keys.size(2), device=x.device)[None, :] <= (steps // self.factor)[:, None]
         return self.block(x, keys, values, mask)

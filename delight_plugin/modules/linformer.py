@@ -192,14 +192,10 @@ class CausalLinformerAttention(CausalSelfAttention):
         self.last_weights: Optional[Tensor] = None
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        bsz, length, _ = x.shape
-        start = ctx.offset
+        length, start = x.size(1), ctx.offset
         self.key_compression.check_length(start + length)
         cache = self.get_cache(ctx.incremental_state)
-        q, k, v = (t.view(bsz, length, self.num_heads, self.head_dim).transpose(1, 2)
-                   for t in self.project_qkv(x, ctx, cache))
-        if self.rotary is not None:
-            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        q, k, v = self.split_heads(x, ctx, cache)
         k = self.key_compression.mix_channels(k, start)
         v = self.value_compression.mix_channels(v, start)
         scale, visible = self.key_compression.slot_scale(ctx.positions, q.dtype)
@@ -212,7 +208,7 @@ class CausalLinformerAttention(CausalSelfAttention):
             self.set_cache(ctx.incremental_state, {"keys": keys, "values": values})
         if self.record_weights:
             self.last_weights = weights.detach()
-        return self.out_proj(out.transpose(1, 2).reshape(bsz, length, self.dim))
+        return self.merge_heads(out)
 
 
 def compressed_memory(k: Tensor, v: Tensor, key_compression: SequenceCompression,
@@ -252,14 +248,10 @@ class BidirectionalLinformerAttention(CausalLinformerAttention):
     ``ctx.padding_mask`` (a ``Seq2SeqContext``). Projections, rotary and sharing as the causal module."""
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        bsz, length, _ = x.shape
-        q, k, v = (t.view(bsz, length, self.num_heads, self.head_dim).transpose(1, 2)
-                   for t in self.project_qkv(x, ctx, {}))
-        if self.rotary is not None:
-            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+        q, k, v = self.split_heads(x, ctx, {})
         keys, values, visible = compressed_memory(k, v, self.key_compression, self.value_compression,
                                                   getattr(ctx, "padding_mask", None))
         out = F.scaled_dot_product_attention(q, keys, values,
                                              attn_mask=None if visible is None else visible[:, None, None, :],
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(out.transpose(1, 2).reshape(bsz, length, self.dim))
+        return self.merge_heads(out)

@@ -3,8 +3,9 @@
 ``scripts/wikitext/train.sh`` and ``scripts/wmt16_en_ro/train.sh`` ask this module for their
 fairseq flags, ``scripts/make_configs.py`` turns the same flags into ``configs/*.yaml``, and the
 tests check both. A new architecture needs no edit here: LM architectures are discovered from
-fairseq's registry and get the dataset's defaults plus the model's size preset; only
-architectures that need something different are listed in ``LM_ARCH_RULES``.
+fairseq's registry and get the dataset's defaults plus the model's size preset (``arch_rule``:
+one registered at a size of its own keeps it); only architectures that need something else are
+listed in ``LM_ARCH_RULES``.
 
 Batches are given per update (``tokens_per_update``) so that the recipe means the same on 1 or 8
 GPUs: ``--update-freq`` is derived from the GPU count.
@@ -92,8 +93,19 @@ class LMArchRule:
 LM_ARCH_RULES: Dict[str, LMArchRule] = {
     # Its adaptive input/softmax cutoffs (20K, 60K) need WikiText-103's 267K-word vocabulary.
     "delight_transformer_lm_wiki103": LMArchRule(datasets=("wikitext-103",), use_preset=False),
-    "primer_ez_lm_gpt": LMArchRule(datasets=("wikitext-103",), use_preset=False),
 }
+
+
+def arch_rule(arch: str) -> LMArchRule:
+    """``LM_ARCH_RULES[arch]``; an arch registered at a size beyond the presets (``presets.SIZED_ARCHS``,
+    e.g. primer_ez_lm_gpt) keeps that size and trains only where the largest preset does."""
+    from delight_plugin.presets import SIZED_ARCHS, SIZES
+    if arch in LM_ARCH_RULES:
+        return LM_ARCH_RULES[arch]
+    if arch in SIZED_ARCHS:
+        return LMArchRule(datasets=tuple(d for d, r in LM_DATASET_RECIPES.items() if r.size == SIZES[-1]),
+                          use_preset=False)
+    return LMArchRule()
 
 
 def update_freq(tokens_per_update: int, max_tokens: int, gpus: int) -> int:
@@ -109,7 +121,7 @@ def registered_lm_archs() -> List[str]:
 def lm_recipes() -> List[Tuple[str, str]]:
     """(arch, dataset) pairs that have a recipe, for every registered LM architecture."""
     return [(arch, ds) for arch in registered_lm_archs() for ds in LM_DATASETS
-            if ds in LM_ARCH_RULES.get(arch, LMArchRule()).datasets]
+            if ds in arch_rule(arch).datasets]
 
 
 def lm_flags(arch: str, dataset: str, gpus: int = 1, d_m: Optional[int] = None) -> List[str]:
@@ -119,7 +131,7 @@ def lm_flags(arch: str, dataset: str, gpus: int = 1, d_m: Optional[int] = None) 
         raise ValueError(f"--dataset must be one of {list(LM_DATASET_RECIPES)}, got {dataset!r}")
     if arch not in registered_lm_archs():
         raise ValueError(f"--arch {arch!r} is not a registered LM architecture; choose one of {registered_lm_archs()}")
-    rule = LM_ARCH_RULES.get(arch, LMArchRule())
+    rule = arch_rule(arch)
     if dataset not in rule.datasets:
         raise ValueError(f"--arch {arch} has a recipe only for --dataset {' or '.join(rule.datasets)}")
     if d_m is not None and arch != "delight_transformer_lm_wiki103":

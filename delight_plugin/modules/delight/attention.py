@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import causal_mask, keep_mask
-from ..cache import CachedModule, DecodingContext, append_rows
+from ..cache import CachedModule, DecodingContext
 from ..positions import RotaryEmbedding
 
 
@@ -42,10 +42,7 @@ class SingleHeadSelfAttention(CachedModule):
         dropout = self.dropout if self.training else 0.0
         if not self.causal:
             return self.out_proj(_attend(q, k, v, keep_mask(padding_mask), False, dropout))
-        if ctx.incremental_state is not None:
-            cache = self.get_cache(ctx.incremental_state)
-            k, v = append_rows(cache, "k", k, dim=1), append_rows(cache, "v", v, dim=1)
-            self.set_cache(ctx.incremental_state, cache)
+        k, v = self.cached_keys_values(ctx.incremental_state, k, v, dim=1)
         seq_len, past = x.size(1), k.size(1) - x.size(1)
         mask = causal_mask(seq_len, k.size(1), x.device) if past else None
         return self.out_proj(_attend(q, k, v, mask, past == 0 and seq_len > 1, dropout))
