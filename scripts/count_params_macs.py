@@ -26,7 +26,7 @@ from fairseq import options, tasks  # noqa: E402
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
 from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel  # noqa: E402
 
-from delight_plugin.modules.delight import macs  # noqa: E402
+from delight_plugin.reporting import macs  # noqa: E402
 
 PLUGIN_DIR = Path(delight_plugin.__file__).parent
 

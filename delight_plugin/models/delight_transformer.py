@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..modules.delight import DeLighTBlock, RecurrentDropout, build_norm
 from ..modules.delight import config as delight_config
-from ..modules.delight import macs
+from ..reporting import macs
 from ..modules.cache import Seq2SeqContext
 from ..modules.positions import build_positions
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary

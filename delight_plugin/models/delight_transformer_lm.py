@@ -17,7 +17,7 @@ from torch import nn
 
 from ..modules.delight import ACT_TYPES, NORM_TYPES, DeLighTBlock, RecurrentDropout, build_norm
 from ..modules.delight import config as delight_config
-from ..modules.delight import macs
+from ..reporting import macs
 from ..modules.delight.adaptive_input import BandScaledAdaptiveInput
 from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error, cutoffs
 

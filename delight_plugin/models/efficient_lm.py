@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..modules.adaptive_input import AdaptiveInputAnyDtype
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
-from ..modules.stats import format_report, lm_report
+from ..reporting.stats import format_report, lm_report
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class EfficientLanguageModel(FairseqLanguageModel):
         return model
 
     def stats(self, seq_len: int):
-        """Parameter and MAC rows per block (see ``modules/stats.py``)."""
+        """Parameter and MAC rows per block (see ``reporting/stats.py``)."""
         return lm_report(self.decoder, seq_len)
 
     def stats_table(self, seq_len: int) -> str:

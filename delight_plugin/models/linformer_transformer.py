@@ -27,7 +27,7 @@ from ..modules.cache import Seq2SeqContext
 from ..modules.linformer import BidirectionalLinformerAttention, SequenceCompression
 from ..modules.positions import build_positions
 from ..modules.source_attention import SourceAttention
-from ..modules.stats import format_report, seq2seq_report
+from ..reporting.stats import format_report, seq2seq_report
 from .efficient_lm import EfficientLMDecoder, build_embedding, config_error
 from .linformer_lm import LinformerLanguageModel, LinformerLMConfig, layer_slots, validate_linformer
 from .plain_lm import PlainLanguageModel
@@ -225,7 +225,7 @@ class LinformerTransformerModel(FairseqEncoderDecoderModel):
         return model
 
     def stats(self, src_len: int, tgt_len: int):
-        """Parameter and MAC rows per block (see ``modules/stats.py``)."""
+        """Parameter and MAC rows per block (see ``reporting/stats.py``)."""
         return seq2seq_report(self, src_len, tgt_len)
 
     def stats_table(self, src_len: int, tgt_len: int) -> str:
