@@ -22,33 +22,20 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore")
 
 import delight_plugin  # noqa: E402,F401
-from fairseq import options, tasks  # noqa: E402
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
 from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel  # noqa: E402
 
+from delight_plugin.building import build_as_fairseq_train, synthetic_dictionary  # noqa: E402
 from delight_plugin.reporting import macs  # noqa: E402
-
-PLUGIN_DIR = Path(delight_plugin.__file__).parent
 
 
 def build(arch: str, vocab_size: int, flags, workdir: Path):
     """``arch`` built exactly as fairseq-train would, over a dictionary of ``vocab_size`` symbols."""
-    entries = "".join(f"w{i} {vocab_size - i}\n" for i in range(vocab_size - 4))  # + bos/pad/eos/unk
-    seq2seq = issubclass(ARCH_MODEL_REGISTRY[arch], FairseqEncoderDecoderModel)
-    if seq2seq:
-        for lang in ("src", "tgt"):
-            (workdir / f"dict.{lang}.txt").write_text(entries)
-        task_flags = ["--task", "translation", "--source-lang", "src", "--target-lang", "tgt"]
+    if issubclass(ARCH_MODEL_REGISTRY[arch], FairseqEncoderDecoderModel):
+        data = synthetic_dictionary(vocab_size, workdir, langs=("src", "tgt"))
+        task, task_flags = "translation", ["--source-lang", "src", "--target-lang", "tgt"]
     else:
-        (workdir / "dict.txt").write_text(entries)
-        task_flags = ["--task", "language_modeling"]
-    argv = [str(workdir), *task_flags, "--arch", arch, "--user-dir", str(PLUGIN_DIR), *flags]
-    args = options.parse_args_and_arch(options.get_training_parser(), argv)
-    if getattr(args, "adaptive_softmax_cutoff", None):
-        # the models refuse an adaptive softmax under any other criterion; no fairseq criterion runs here
-        args.criterion = "adaptive_loss"
-    cfg = convert_namespace_to_omegaconf(args)
-    return tasks.setup_task(cfg.task).build_model(cfg.model)
+        data, task, task_flags = synthetic_dictionary(vocab_size, workdir), "language_modeling", []
+    return build_as_fairseq_train(arch, flags, data, task=task, task_flags=task_flags, adaptive_loss=True).model
 
 
 def rows_for(model, src_len: int, tgt_len: int):
