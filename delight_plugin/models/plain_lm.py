@@ -16,7 +16,9 @@ from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_erro
 @dataclass
 class PlainLMConfig(EfficientLMConfig):
     decoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "FFN hidden width"})
-    decoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads"})
+    decoder_attention_heads: int = field(
+        default=8, metadata={"help": "number of attention heads; must divide --decoder-embed-dim (an even head "
+                                     "dimension with rotary positions)"})
     activation_fn: ChoiceEnum(sorted(ACTIVATIONS)) = field(default="relu", metadata={"help": "FFN activation"})
 
 
