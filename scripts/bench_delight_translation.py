@@ -7,7 +7,7 @@ Adam step, label-smoothed loss) and beam-5 generation sentences/s.
         [--output benchmarks/results/delight_translation.md]
 
 ``--output`` also writes the table, with the command, machine and date, for
-``scripts/render_results.py`` to put into the README.
+``scripts/render_results.py`` to put into benchmarks/results/RESULTS.md.
 
 Weights are untrained, so both models decode to the length limit (source length + 10): the
 generation numbers compare the cost of the same number of beam-search steps. Not a test.
