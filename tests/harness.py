@@ -77,6 +77,14 @@ def build(arch: str, flags=(), data_dir=None, task="language_modeling", tokens_p
     return built.model, built.task
 
 
+def baseline_size_ratio(arch: str, size: str) -> float:
+    """Non-embedding parameters of ``arch`` at the ``size`` preset over ``transformer_lm``'s at that size."""
+    from delight_plugin.presets import non_embedding_params, preset_flags
+    ours, _ = build(arch, preset_flags(arch, size))
+    base, _ = build("transformer_lm", preset_flags("transformer_lm", size))
+    return non_embedding_params(ours) / non_embedding_params(base)
+
+
 def build_error(arch: str, flags, **kw) -> str:
     """The message with which building ``arch`` with ``flags`` is refused ('' if it is not)."""
     err = io.StringIO()

@@ -28,7 +28,8 @@ class HourglassLMConfig(PlainLMConfig):
                                                  "--decoder-layers). Checked at build time: an odd number of levels "
                                                  ">= 3, the factors a palindrome starting and ending at 1, each "
                                                  "factor towards the middle a multiple > 1 of the previous one, at "
-                                                 "least one layer in the middle"})
+                                                 "least one layer in the middle, the largest factor below "
+                                                 "--tokens-per-sample"})
     hourglass_downsampling: ChoiceEnum(DOWNSAMPLINGS) = field(
         default="avg", metadata={"help": "shortening by k: avg (window mean), linear (concatenate the k*C window, "
                                          "project to C), or attention (the pooled token attends to its own window, "

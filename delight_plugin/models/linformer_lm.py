@@ -46,8 +46,8 @@ class LinformerLMConfig(PlainLMConfig):
                                                "matrices for L layers of H heads (linformer-pytorch: "
                                                "parameter_sharing)"})
     linformer_k_reduce_by_layer: int = field(
-        default=0, metadata={"help": "layer i uses max(1, k - i * this) slots; refused with layerwise sharing, which "
-                                     "linformer-pytorch silently ignores it with (its k_reduce_by_layer)"})
+        default=0, metadata={"help": "layer i uses max(1, k - i * this) slots; refused with layerwise sharing "
+                                     "(linformer-pytorch's k_reduce_by_layer, which it silently ignores there)"})
     linformer_chunk_size: int = field(
         default=128, metadata={"help": "positions per chunk of the training-time prefix sum (speed/memory "
                                       "trade-off only; results are the same)"})
