@@ -6,7 +6,7 @@ counting rules, without data: the model is built from a synthetic dictionary of 
         --vocab-size 43740
     python scripts/count_params_macs.py --arch delight_transformer_lm_wiki103 --vocab-size 267744 \
         --delight-emb-out-dim 1024 --delight-dec-max-depth 12
-    python scripts/count_params_macs.py --sweep --vocab-size 34976     # the README table (WMT'16 En-Ro)
+    python scripts/count_params_macs.py --sweep --vocab-size 34976     # the docs/delight.md table (WMT'16 En-Ro)
 
 Any other flag is passed to the architecture. Joined dictionaries are assumed for translation.
 """
@@ -74,7 +74,7 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=34976, help="dictionary size, special symbols included")
     parser.add_argument("--src-len", type=int, default=20, help="source tokens (the reference's --src-len-ps)")
     parser.add_argument("--tgt-len", type=int, default=20, help="target tokens (the reference's --tgt-len-ps)")
-    parser.add_argument("--sweep", action="store_true", help="the README table: En-Ro archs at d_m 128..640")
+    parser.add_argument("--sweep", action="store_true", help="the docs/delight.md table: En-Ro archs at d_m 128..640")
     args, model_flags = parser.parse_known_args(argv)
     if args.sweep:
         sweep(args.vocab_size, args.src_len, args.tgt_len)
