@@ -7,7 +7,7 @@ Adam step, label-smoothed loss) and beam-5 generation sentences/s.
         [--output benchmarks/results/delight_translation.md]
 
 ``--output`` also writes the table, with the command, machine and date, for
-``scripts/render_results.py`` to put into the README.
+``scripts/render_results.py`` to put into benchmarks/results/RESULTS.md.
 
 Weights are untrained, so both models decode to the length limit (source length + 10): the
 generation numbers compare the cost of the same number of beam-search steps. Not a test.
@@ -30,11 +30,9 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-import delight_plugin  # noqa: E402
-from fairseq import options, tasks  # noqa: E402
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
+import delight_plugin  # noqa: E402,F401
+from delight_plugin.building import PLUGIN_DIR, build_as_fairseq_train  # noqa: E402
 
-PLUGIN_DIR = Path(delight_plugin.__file__).parent
 SAMPLE = PLUGIN_DIR / "data" / "sample" / "wmt16-en-ro"
 
 
@@ -46,15 +44,12 @@ def preprocess(dest: Path) -> Path:
 
 
 def build(data: Path, arch: str, flags):
-    argv = [str(data), "--task", "translation", "--source-lang", "en", "--target-lang", "ro", "--arch", arch,
-            "--user-dir", str(PLUGIN_DIR), "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            *flags]
-    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
-    task = tasks.setup_task(cfg.task)
-    task.load_dataset("train")
-    task.load_dataset("valid")
-    torch.manual_seed(0)
-    return task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+    built = build_as_fairseq_train(arch, ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+                                          *flags], data, task="translation",
+                                   task_flags=["--source-lang", "en", "--target-lang", "ro"], seed=0)
+    built.task.load_dataset("train")
+    built.task.load_dataset("valid")
+    return built.task, built.model, built.task.build_criterion(built.cfg.criterion)
 
 
 def batches(task, split: str, max_tokens=None, max_sentences=None):

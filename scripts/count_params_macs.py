@@ -6,7 +6,7 @@ counting rules, without data: the model is built from a synthetic dictionary of 
         --vocab-size 43740
     python scripts/count_params_macs.py --arch delight_transformer_lm_wiki103 --vocab-size 267744 \
         --delight-emb-out-dim 1024 --delight-dec-max-depth 12
-    python scripts/count_params_macs.py --sweep --vocab-size 34976     # the README table (WMT'16 En-Ro)
+    python scripts/count_params_macs.py --sweep --vocab-size 34976     # the docs/delight.md table (WMT'16 En-Ro)
 
 Any other flag is passed to the architecture. Joined dictionaries are assumed for translation.
 """
@@ -22,33 +22,20 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore")
 
 import delight_plugin  # noqa: E402,F401
-from fairseq import options, tasks  # noqa: E402
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
 from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel  # noqa: E402
 
-from delight_plugin.modules.delight import macs  # noqa: E402
-
-PLUGIN_DIR = Path(delight_plugin.__file__).parent
+from delight_plugin.building import build_as_fairseq_train, synthetic_dictionary  # noqa: E402
+from delight_plugin.reporting import macs  # noqa: E402
 
 
 def build(arch: str, vocab_size: int, flags, workdir: Path):
     """``arch`` built exactly as fairseq-train would, over a dictionary of ``vocab_size`` symbols."""
-    entries = "".join(f"w{i} {vocab_size - i}\n" for i in range(vocab_size - 4))  # + bos/pad/eos/unk
-    seq2seq = issubclass(ARCH_MODEL_REGISTRY[arch], FairseqEncoderDecoderModel)
-    if seq2seq:
-        for lang in ("src", "tgt"):
-            (workdir / f"dict.{lang}.txt").write_text(entries)
-        task_flags = ["--task", "translation", "--source-lang", "src", "--target-lang", "tgt"]
+    if issubclass(ARCH_MODEL_REGISTRY[arch], FairseqEncoderDecoderModel):
+        data = synthetic_dictionary(vocab_size, workdir, langs=("src", "tgt"))
+        task, task_flags = "translation", ["--source-lang", "src", "--target-lang", "tgt"]
     else:
-        (workdir / "dict.txt").write_text(entries)
-        task_flags = ["--task", "language_modeling"]
-    argv = [str(workdir), *task_flags, "--arch", arch, "--user-dir", str(PLUGIN_DIR), *flags]
-    args = options.parse_args_and_arch(options.get_training_parser(), argv)
-    if getattr(args, "adaptive_softmax_cutoff", None):
-        # the models refuse an adaptive softmax under any other criterion; no fairseq criterion runs here
-        args.criterion = "adaptive_loss"
-    cfg = convert_namespace_to_omegaconf(args)
-    return tasks.setup_task(cfg.task).build_model(cfg.model)
+        data, task, task_flags = synthetic_dictionary(vocab_size, workdir), "language_modeling", []
+    return build_as_fairseq_train(arch, flags, data, task=task, task_flags=task_flags, adaptive_loss=True).model
 
 
 def rows_for(model, src_len: int, tgt_len: int):
@@ -87,7 +74,7 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=34976, help="dictionary size, special symbols included")
     parser.add_argument("--src-len", type=int, default=20, help="source tokens (the reference's --src-len-ps)")
     parser.add_argument("--tgt-len", type=int, default=20, help="target tokens (the reference's --tgt-len-ps)")
-    parser.add_argument("--sweep", action="store_true", help="the README table: En-Ro archs at d_m 128..640")
+    parser.add_argument("--sweep", action="store_true", help="the docs/delight.md table: En-Ro archs at d_m 128..640")
     args, model_flags = parser.parse_known_args(argv)
     if args.sweep:
         sweep(args.vocab_size, args.src_len, args.tgt_len)

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 import delight_plugin  # noqa: F401  (registers the architectures)
-from fairseq import options, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from delight_plugin.building import build_as_fairseq_train, synthetic_dictionary
 from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel, FairseqLanguageModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,23 +64,25 @@ def tiny_flags(arch: str):
 
 
 def write_dictionary(directory: Path, size: int = VOCAB) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "dict.txt").write_text("".join(f"w{i} {1000 - i}\n" for i in range(size - 4)))
-    return directory
+    return synthetic_dictionary(size, directory)
 
 
 def build(arch: str, flags=(), data_dir=None, task="language_modeling", tokens_per_sample=64, extra_task_flags=()):
     """Build ``arch`` exactly as ``fairseq-train`` would, returning (model, task)."""
     data_dir = data_dir or write_dictionary(Path(os.environ.get("PYTEST_TMP", "/tmp")) / "delight_dict")
-    argv = [str(data_dir), "--task", task, "--arch", arch, "--user-dir", str(PLUGIN_DIR), *extra_task_flags]
+    task_flags = list(extra_task_flags)
     if task == "language_modeling":
-        argv += ["--tokens-per-sample", str(tokens_per_sample)]
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, argv + [str(f) for f in flags])
-    cfg = convert_namespace_to_omegaconf(args)
-    fairseq_task = tasks.setup_task(cfg.task)
-    torch.manual_seed(0)
-    return fairseq_task.build_model(cfg.model), fairseq_task
+        task_flags += ["--tokens-per-sample", tokens_per_sample]
+    built = build_as_fairseq_train(arch, flags, data_dir, task=task, task_flags=task_flags, seed=0)
+    return built.model, built.task
+
+
+def baseline_size_ratio(arch: str, size: str) -> float:
+    """Non-embedding parameters of ``arch`` at the ``size`` preset over ``transformer_lm``'s at that size."""
+    from delight_plugin.presets import non_embedding_params, preset_flags
+    ours, _ = build(arch, preset_flags(arch, size))
+    base, _ = build("transformer_lm", preset_flags("transformer_lm", size))
+    return non_embedding_params(ours) / non_embedding_params(base)
 
 
 def build_error(arch: str, flags, **kw) -> str:
@@ -99,10 +100,7 @@ def build_error(arch: str, flags, **kw) -> str:
 
 def translation_dicts(directory: Path, langs=("en", "ro"), size: int = VOCAB) -> Path:
     """Identical synthetic dictionaries for both sides (so they count as joined)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for lang in langs:
-        (directory / f"dict.{lang}.txt").write_text("".join(f"w{i} {1000 - i}\n" for i in range(size - 4)))
-    return directory
+    return synthetic_dictionary(size, directory, langs)
 
 
 def build_translation(arch: str, flags=(), data_dir=None):

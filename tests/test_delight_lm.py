@@ -98,7 +98,7 @@ def test_tied_output_lm_is_causal_and_decodes_incrementally():
 
 
 def test_reference_rule_counter_counts_every_parameter():
-    from delight_plugin.modules.delight import macs
+    from delight_plugin.reporting import macs
     model, _ = harness.build(ARCH, harness.tiny_flags(ARCH))
     rows = macs.decoder_rows(model.decoder, 20)
     total = macs.totals(rows)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import harness
-from fairseq import options
+from delight_plugin.building import training_args
 
 ARCH = "delight_transformer"
 TINY = ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-enc-layers", "2",
@@ -145,9 +145,7 @@ def test_uniform_scaling_works_for_the_encoder_too(tmp_path):
 
 
 def named_args(arch, flags=()):
-    parser = options.get_training_parser()
-    return options.parse_args_and_arch(parser, ["/tmp", "--task", "translation", "--arch", arch, "--user-dir",
-                                                str(harness.PLUGIN_DIR), *flags])
+    return training_args("/tmp", ["--task", "translation", "--arch", arch, *flags])
 
 
 @pytest.mark.parametrize("dim,dropout,attention,delight", [(128, 0.04, 0.01, 0.03), (384, 0.11, 0.04, 0.08),

@@ -185,11 +185,8 @@ def test_every_source_length_up_to_max_source_positions():
 
 def model_config(arch, flags=()):
     """The model's config as fairseq-train resolves it (named-arch defaults, then the dataclass's)."""
-    from fairseq import options
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        "/tmp", "--task", "translation", "--arch", arch, "--user-dir", str(harness.PLUGIN_DIR), *flags])
-    return convert_namespace_to_omegaconf(args).model
+    from delight_plugin.building import training_config
+    return training_config("/tmp", ["--task", "translation", "--arch", arch, *flags]).model
 
 
 SIZE_FIELDS = [f"{side}_{name}" for side in ("encoder", "decoder")

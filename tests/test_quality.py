@@ -92,6 +92,8 @@ def test_summary_table_and_figures(tmp_path):
     saved = json.loads((tmp_path / "quality-study.json").read_text())
     assert saved["summary"]["word"]["plain_lm"]["test"]["n"] == 2
     assert quality.markdown(saved) == text  # what render_results prints from the committed JSON
+    headline = quality.markdown(saved, headline=True)  # the README's summary: the final runs without the sweep
+    assert "| plain_lm | 238.9 | **207.9** |" not in headline and "| plain_lm | 3 | 2.00M | 0.002 | 2 |" in headline
     assert (tmp_path / "quality-study-word.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..modules.stats import _EXTRA_FLOP_RULES
+from ..reporting.stats import _EXTRA_FLOP_RULES
 
 
 class BudgetExceeded(Exception):
@@ -192,7 +192,7 @@ def peak_memory_bytes(fn: Callable[[], None], device: torch.device) -> Optional[
 
 @torch.no_grad()
 def count_macs(fn: Callable[[], None]) -> float:
-    """Multiply-accumulates of ``fn`` by the rules of ``modules/stats.py`` (FLOPs / 2; matrix
+    """Multiply-accumulates of ``fn`` by the rules of ``reporting/stats.py`` (FLOPs / 2; matrix
     products, convolutions and attention count, element-wise work counts zero)."""
     with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_RULES) as counter:
         fn()

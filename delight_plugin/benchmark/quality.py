@@ -120,7 +120,43 @@ def _with_spread(stats: Optional[dict], fmt: str) -> str:
     return f"{fmt.format(stats['mean'])} ± {fmt.format(stats['std'])} ({fmt.format(stats['min'])}-{fmt.format(stats['max'])})"
 
 
-def markdown(result: dict) -> str:
+def _sweep_lines(summary: dict, regime: dict, meta: dict, baseline: str, fmt: str) -> List[str]:
+    lines = [f"Learning-rate sweep: valid {regime['unit']} after {regime['sweep_tokens']:,} training tokens, seed "
+             f"{meta.get('seeds', [1])[0]} (fairseq-eval-lm on the whole validation set, no context window).", ""]
+    lrs = sorted({lr for row in summary.values() for lr in row["sweep"]}, key=float)
+    if not lrs:
+        return lines + ["(no run has finished yet)", ""]
+    lines += ["| variant | " + " | ".join(f"lr {lr}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+    for variant, row in sorted(summary.items(), key=lambda kv: (kv[0] != baseline, kv[0])):
+        best = min(row["sweep"], key=row["sweep"].get) if row["sweep"] else None
+        cells = [(f"**{fmt.format(row['sweep'][lr])}**" if lr == best else fmt.format(row["sweep"][lr]))
+                 if lr in row["sweep"] else "-" for lr in lrs]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _final_lines(finals: dict, regime: dict, baseline: str, fmt: str) -> List[str]:
+    unit = regime["unit"]
+    lines = [f"Final runs: {regime['final_tokens']:,} training tokens at the best sweep learning rate; "
+             f"mean ± standard deviation (lowest-highest) over seeds; fairseq-eval-lm with a context window "
+             f"of {regime['tokens_per_sample'] // 2} tokens.", ""]
+    if not finals:
+        return lines + ["(no final run has finished yet)", ""]
+    base = finals.get(baseline, {}).get("test")
+    lines += [f"| variant | non-embedding params | MACs/token | lr | seeds | valid {unit} | test {unit} | test vs {baseline} | train s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for variant, row in sorted(finals.items(), key=lambda kv: kv[1]["test"]["mean"] if kv[1]["test"] else 1e9):
+        ratio = f"{row['test']['mean'] / base['mean']:.3f}x" if base and row["test"] else "-"
+        lines.append(f"| {variant} | {_num(row['non_embedding_params'], '{:,}')} | "
+                     f"{_num(row['macs_per_token'] / 1e6 if row['macs_per_token'] else None, '{:.2f}M')} | "
+                     f"{row['final_lr']:g} | {len(row['seeds'])} | {_with_spread(row['valid'], fmt)} | "
+                     f"{_with_spread(row['test'], fmt)} | {ratio} | {_num(row['train_seconds'], '{:,.0f}')} |")
+    return lines + [""]
+
+
+def markdown(result: dict, headline: bool = False) -> str:
+    """Per regime, the learning-rate sweep's table, then the final runs'. ``headline`` (the README's
+    summary): without the sweep's table once a final run has finished."""
     meta, baseline = result["meta"], result.get("baseline", "transformer_lm")
     lines = [f"Command: `{meta.get('command', '')}`; {meta.get('date', '?')}; {meta.get('machine', '?')}, "
              f"{meta.get('threads_per_run', '?')} torch thread(s) per run, {meta.get('jobs', 1)} run(s) at a time. "
@@ -129,39 +165,14 @@ def markdown(result: dict) -> str:
              f"every variant at the same token budget.", ""]
     for name, summary in result["summary"].items():
         regime = meta["regimes"][name]
-        unit = regime["unit"]
-        fmt = "{:.1f}" if unit == "ppl" else "{:.3f}"
-        what = "word perplexity" if unit == "ppl" else "bits per character"
-        lines += [f"#### {name} level: WikiText-2, {regime['tokens_per_sample']} tokens per sample, {what}", "",
-                  f"Learning-rate sweep: valid {unit} after {regime['sweep_tokens']:,} training tokens, seed "
-                  f"{meta.get('seeds', [1])[0]} (fairseq-eval-lm on the whole validation set, no context window).", ""]
-        lrs = sorted({lr for row in summary.values() for lr in row["sweep"]}, key=float)
-        if not lrs:
-            lines += ["(no run has finished yet)", ""]
-            continue
-        lines += ["| variant | " + " | ".join(f"lr {lr}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
-        for variant, row in sorted(summary.items(), key=lambda kv: (kv[0] != baseline, kv[0])):
-            best = min(row["sweep"], key=row["sweep"].get) if row["sweep"] else None
-            cells = [(f"**{fmt.format(row['sweep'][lr])}**" if lr == best else fmt.format(row["sweep"][lr]))
-                     if lr in row["sweep"] else "-" for lr in lrs]
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        fmt = "{:.1f}" if regime["unit"] == "ppl" else "{:.3f}"
+        what = "word perplexity" if regime["unit"] == "ppl" else "bits per character"
+        lines += [f"#### {name} level: WikiText-2, {regime['tokens_per_sample']} tokens per sample, {what}", ""]
         finals = {v: row for v, row in summary.items() if row["valid"]}
-        lines += ["", f"Final runs: {regime['final_tokens']:,} training tokens at the best sweep learning rate; "
-                      f"mean ± standard deviation (lowest-highest) over seeds; fairseq-eval-lm with a context window "
-                      f"of {regime['tokens_per_sample'] // 2} tokens.", ""]
-        if not finals:
-            lines += ["(no final run has finished yet)", ""]
-            continue
-        base = finals.get(baseline, {}).get("test")
-        lines += [f"| variant | non-embedding params | MACs/token | lr | seeds | valid {unit} | test {unit} | test vs {baseline} | train s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for variant, row in sorted(finals.items(), key=lambda kv: kv[1]["test"]["mean"] if kv[1]["test"] else 1e9):
-            ratio = f"{row['test']['mean'] / base['mean']:.3f}x" if base and row["test"] else "-"
-            lines.append(f"| {variant} | {_num(row['non_embedding_params'], '{:,}')} | "
-                         f"{_num(row['macs_per_token'] / 1e6 if row['macs_per_token'] else None, '{:.2f}M')} | "
-                         f"{row['final_lr']:g} | {len(row['seeds'])} | {_with_spread(row['valid'], fmt)} | "
-                         f"{_with_spread(row['test'], fmt)} | {ratio} | {_num(row['train_seconds'], '{:,.0f}')} |")
-        lines.append("")
+        if not (headline and finals):
+            lines += _sweep_lines(summary, regime, meta, baseline, fmt)
+        if any(row["sweep"] for row in summary.values()):
+            lines += _final_lines(finals, regime, baseline, fmt)
     return "\n".join(lines) + "\n"
 
 

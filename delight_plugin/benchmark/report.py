@@ -1,6 +1,6 @@
 """Write a benchmark result: the JSON itself, a markdown table per length, and log-log plots of
 tokens/s and peak memory against sequence length. Everything here reads only the result dict,
-so the README generator and a re-plot need no model."""
+so the results renderer (scripts/render_results.py) and a re-plot need no model."""
 import json
 from pathlib import Path
 from typing import Dict, List, Optional

@@ -6,8 +6,6 @@ Our models and the baseline are built exactly as ``fairseq-train`` builds them: 
 argument parser with ``--user-dir``, the arch's named defaults, the size preset's flags and
 ``--tokens-per-sample <length>``, then ``task.build_model``.
 """
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -16,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1]
+from ..building import build_as_fairseq_train, synthetic_dictionary
 
 
 class Measured:
@@ -121,33 +119,11 @@ class Subject:
     flags: List[str] = field(default_factory=list)
 
 
-def synthetic_dictionary(vocab_size: int, directory: Optional[Path] = None) -> Path:
-    """A fairseq data directory holding only a dict.txt with ``vocab_size`` symbols in total
-    (fairseq adds bos, pad, eos and unk to the listed words). Default: one directory per size in
-    the temp dir, reused by later runs (the file is the same; written atomically, as parallel
-    test workers may write it together)."""
-    directory = Path(directory or Path(tempfile.gettempdir()) / f"delight_bench_dict_{vocab_size}")
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
-        f.write("".join(f"w{i} {10**6 - i}\n" for i in range(vocab_size - 4)))
-    os.replace(f.name, directory / "dict.txt")
-    return directory
-
-
 def build_fairseq_lm(arch: str, flags: List[str], length: int, data_dir: Path):
     """Build ``arch`` as fairseq-train would for ``--tokens-per-sample length``."""
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    argv = [str(data_dir), "--task", "language_modeling", "--arch", arch, "--user-dir", str(PLUGIN_DIR),
-            "--tokens-per-sample", str(length), *map(str, flags)]
-    args = options.parse_args_and_arch(options.get_training_parser(), argv)
-    if getattr(args, "adaptive_softmax_cutoff", None):
-        # the models refuse an adaptive softmax under any other criterion; no fairseq criterion runs here
-        args.criterion = "adaptive_loss"
-    cfg = convert_namespace_to_omegaconf(args)
-    task = tasks.setup_task(cfg.task)
-    return task.build_model(cfg.model), len(task.target_dictionary)
+    built = build_as_fairseq_train(arch, flags, data_dir, task_flags=["--tokens-per-sample", length],
+                                   adaptive_loss=True)
+    return built.model, len(built.task.target_dictionary)
 
 
 def fairseq_subjects(archs: List[str], size: str, vocab_size: int, device: torch.device,

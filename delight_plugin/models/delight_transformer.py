@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..modules.delight import DeLighTBlock, RecurrentDropout, build_norm
 from ..modules.delight import config as delight_config
-from ..modules.delight import macs
+from ..reporting import macs
 from ..modules.cache import Seq2SeqContext
 from ..modules.positions import build_positions
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
@@ -41,33 +41,45 @@ class DeLighTTransformerConfig(FairseqDataclass, DeLighTCommonConfig):
     delight_emb_out_dim: int = field(default=128, metadata={"help": "d_m: output width of the DeLighT embedding "
                                                                     "and model width (multiple of 32)"})
     delight_enc_scaling: ChoiceEnum(["block", "uniform"]) = field(
-        default="block", metadata={"help": "encoder: block-wise or uniform scaling"})
+        default="block", metadata={"help": "encoder: block-wise scaling (N_b, w_b grow with depth) or uniform (every "
+                                           "block N_max: needs min depth = max depth)"})
     delight_enc_layers: int = field(default=8, metadata={"help": "encoder: number of blocks B"})
-    delight_enc_min_depth: int = field(default=4, metadata={"help": "encoder: N_min, GLT layers of the first block"})
+    delight_enc_min_depth: int = field(
+        default=4, metadata={"help": "encoder: N_min, GLT layers of the first block (>= 2)"})
     delight_enc_max_depth: int = field(default=8, metadata={"help": "encoder: N_max, GLT layers of the last block"})
     delight_enc_width_mult: float = field(default=2.0, metadata={"help": "encoder: DExTra width multiplier w_m"})
-    delight_enc_ffn_red: int = field(default=4, metadata={"help": "encoder: light FFN reduction factor r"})
+    delight_enc_ffn_red: int = field(
+        default=4, metadata={"help": "encoder: light FFN reduction factor r (d_m -> d_m/r -> d_m); must divide d_m"})
     delight_enc_max_groups: Optional[int] = field(
-        default=None, metadata={"help": "encoder: maximum GLT groups (default: 2^ceil(log2(d_m/32)))"})
+        default=None, metadata={"help": "encoder: maximum GLT groups g_max (default: the reference's "
+                                        "2^ceil(log2(d_m/32)))"})
     delight_dec_scaling: ChoiceEnum(["block", "uniform"]) = field(
-        default="block", metadata={"help": "decoder: block-wise or uniform scaling"})
+        default="block", metadata={"help": "decoder: block-wise scaling (N_b, w_b grow with depth) or uniform (every "
+                                           "block N_max: needs min depth = max depth)"})
     delight_dec_layers: int = field(default=8, metadata={"help": "decoder: number of blocks B"})
-    delight_dec_min_depth: int = field(default=4, metadata={"help": "decoder: N_min, GLT layers of the first block"})
+    delight_dec_min_depth: int = field(
+        default=4, metadata={"help": "decoder: N_min, GLT layers of the first block (>= 2)"})
     delight_dec_max_depth: int = field(default=8, metadata={"help": "decoder: N_max, GLT layers of the last block"})
     delight_dec_width_mult: float = field(default=2.0, metadata={"help": "decoder: DExTra width multiplier w_m"})
-    delight_dec_ffn_red: int = field(default=4, metadata={"help": "decoder: light FFN reduction factor r"})
+    delight_dec_ffn_red: int = field(
+        default=4, metadata={"help": "decoder: light FFN reduction factor r (d_m -> d_m/r -> d_m); must divide d_m"})
     delight_dec_max_groups: Optional[int] = field(
-        default=None, metadata={"help": "decoder: maximum GLT groups (default: 2^ceil(log2(d_m/32)))"})
+        default=None, metadata={"help": "decoder: maximum GLT groups g_max (default: the reference's "
+                                        "2^ceil(log2(d_m/32)))"})
     delight_dropout: float = field(default=0.1, metadata={"help": "dropout after every layer inside DExTra"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on attention outputs (residual branches)"})
     attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
-    encoder_normalize_before: bool = field(default=False, metadata={"help": "pre-norm encoder blocks"})
-    decoder_normalize_before: bool = field(default=False, metadata={"help": "pre-norm decoder blocks"})
-    share_decoder_input_output_embed: bool = field(default=False, metadata={"help": "tie the output layer to the "
-                                                                                    "decoder look-up table"})
-    share_all_embeddings: bool = field(default=False, metadata={"help": "one look-up table for source, target and "
-                                                                        "output (needs a joined dictionary)"})
+    encoder_normalize_before: bool = field(
+        default=False, metadata={"help": "pre-norm encoder blocks (default: post-norm, as the reference)"})
+    decoder_normalize_before: bool = field(
+        default=False, metadata={"help": "pre-norm decoder blocks (default: post-norm, as the reference)"})
+    share_decoder_input_output_embed: bool = field(
+        default=False, metadata={"help": "tie the output layer to the decoder look-up table (the output works at the "
+                                         "map width)"})
+    share_all_embeddings: bool = field(
+        default=False, metadata={"help": "one look-up table for source, target and output (needs fairseq-preprocess "
+                                         "--joined-dictionary)"})
     encoder_learned_pos: bool = field(default=False, metadata={"help": "learned source positions"})
     decoder_learned_pos: bool = field(default=False, metadata={"help": "learned target positions"})
     no_token_positional_embeddings: bool = field(default=False, metadata={"help": "no position embeddings"})
@@ -75,15 +87,18 @@ class DeLighTTransformerConfig(FairseqDataclass, DeLighTCommonConfig):
                                                                       "sqrt(map dim)"})
     adaptive_input: bool = field(default=False, metadata={"help": "not supported for translation (as the "
                                                                   "reference): refused"})
-    adaptive_softmax_cutoff: Optional[str] = field(default=None, metadata={"help": "adaptive softmax cutoffs, e.g. "
-                                                                                   "10000,20000 (adaptive_loss)"})
+    adaptive_softmax_cutoff: Optional[str] = field(
+        default=None, metadata={"help": "untied adaptive softmax cutoffs, e.g. 10000,20000 (with --criterion "
+                                        "adaptive_loss)"})
     adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "adaptive softmax tail dropout"})
     adaptive_softmax_factor: float = field(default=4, metadata={"help": "adaptive softmax reduction factor"})
     tie_adaptive_weights: bool = field(default=False, metadata={"help": "needs adaptive input: refused"})
     tie_adaptive_proj: bool = field(default=False, metadata={"help": "needs adaptive input: refused"})
     checkpoint_activations: bool = field(
         default=False, metadata={"help": "recompute each block's activations in the backward pass (saves memory)"})
-    print_stats: bool = field(default=False, metadata={"help": "log the reference-rule params/MACs table"})
+    print_stats: bool = field(
+        default=False, metadata={"help": "log the params/MACs table by the reference's counting rules when the model "
+                                         "is built"})
     src_len_ps: int = field(default=20, metadata={"help": "source tokens for --print-stats"})
     tgt_len_ps: int = field(default=20, metadata={"help": "target tokens for --print-stats"})
     max_source_positions: int = II("task.max_source_positions")

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..modules.delight import ACT_TYPES, NORM_TYPES, DeLighTBlock, RecurrentDropout, build_norm
 from ..modules.delight import config as delight_config
-from ..modules.delight import macs
+from ..reporting import macs
 from ..modules.delight.adaptive_input import BandScaledAdaptiveInput
 from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error, cutoffs
 
@@ -25,39 +25,50 @@ from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_erro
 @dataclass
 class DeLighTCommonConfig:
     """Flags that the translation model and the LM share (reference names)."""
-    delight_emb_map_dim: int = field(default=64, metadata={"help": "width of the look-up table (map layer)"})
+    delight_emb_map_dim: int = field(
+        default=64, metadata={"help": "width of the look-up table (map layer); in the LM also the skeleton's input "
+                                      "and output width"})
     delight_emb_out_dim: int = field(default=128, metadata={"help": "output width of the DeLighT embedding: d_m, "
                                                                     "the model width (multiple of 32)"})
     delight_emb_width_mult: float = field(default=2.0, metadata={"help": "expansion factor of the embedding DExTra"})
     delight_emb_max_groups: Optional[int] = field(
-        default=None, metadata={"help": "maximum groups in the embedding GLTs (default: 2^ceil(log2(d_m/32)))"})
+        default=None, metadata={"help": "maximum groups g_max in the embedding GLTs (default: the reference's "
+                                        "2^ceil(log2(d_m/32)))"})
     delight_emb_dropout: float = field(default=0.1, metadata={"help": "time-shared dropout on looked-up vectors"})
-    delight_emb_depth: int = field(default=4, metadata={"help": "GLT layers in the embedding DExTra"})
+    delight_emb_depth: int = field(
+        default=4, metadata={"help": "GLT layers in the embedding DExTra (>= 2)"})
     no_glt_shuffle: bool = field(default=False, metadata={"help": "do not shuffle features between GLT groups"})
     define_iclr: bool = field(default=False, metadata={"help": "DeFINE (ICLR'20) group schedule; no shuffling"})
     glt_paper_schedule: bool = field(
         default=False, metadata={"help": "GLT groups min(2^(l-1), g_max) (the paper: starts at 1 group) instead of "
                                          "the reference code's min(2^l, g_max)"})
-    norm_type: ChoiceEnum(NORM_TYPES) = field(default="ln", metadata={"help": "normalisation (gn = bn, as the "
-                                                                              "reference)"})
+    norm_type: ChoiceEnum(NORM_TYPES) = field(
+        default="ln", metadata={"help": "normalisation (gn = bn, as in the reference, where every norm has one group)"})
     act_type: ChoiceEnum(ACT_TYPES) = field(default="swish", metadata={"help": "activation in DExTra and the FFN"})
     delight_dropout: float = field(default=0.0, metadata={"help": "dropout after every layer inside DExTra"})
     ffn_dropout: float = field(default=0.1, metadata={"help": "dropout after the second FFN layer"})
-    pe_dropout: float = field(default=0.1, metadata={"help": "time-shared dropout after adding positions"})
+    pe_dropout: float = field(
+        default=0.1, metadata={"help": "time-shared dropout after adding positions (without positions: --dropout "
+                                       "instead)"})
 
 
 @dataclass
 class DeLighTLMConfig(EfficientLMConfig, DeLighTCommonConfig):
     delight_dec_scaling: ChoiceEnum(["block", "uniform"]) = field(
-        default="block", metadata={"help": "block-wise scaling (N_b, w_b grow with depth) or uniform"})
+        default="block", metadata={"help": "block-wise scaling (N_b, w_b grow with depth) or uniform (every block "
+                                           "N_max: needs min depth = max depth)"})
     delight_dec_layers: int = field(default=8, metadata={"help": "number of DeLighT blocks B"})
-    delight_dec_min_depth: int = field(default=4, metadata={"help": "N_min: GLT layers in the first block"})
+    delight_dec_min_depth: int = field(
+        default=4, metadata={"help": "N_min: GLT layers in the first block (>= 2)"})
     delight_dec_max_depth: int = field(default=8, metadata={"help": "N_max: GLT layers in the last block"})
     delight_dec_width_mult: float = field(default=2.0, metadata={"help": "w_m: DExTra width multiplier"})
-    delight_dec_ffn_red: int = field(default=4, metadata={"help": "light FFN reduction factor r"})
+    delight_dec_ffn_red: int = field(
+        default=4, metadata={"help": "light FFN reduction factor r (d_m -> d_m/r -> d_m); must divide d_m"})
     delight_dec_max_groups: Optional[int] = field(
         default=None, metadata={"help": "maximum GLT groups in the blocks (default: 2^ceil(log2(d_m/32)))"})
-    tgt_len_ps: int = field(default=20, metadata={"help": "tokens for the --print-stats MAC count"})
+    tgt_len_ps: int = field(
+        default=20, metadata={"help": "tokens for --print-stats, which logs the reference-rule params/MACs table "
+                                      "(decoder summed over t = 1..N)"})
     delight_dropout: float = field(default=0.1, metadata={"help": "dropout after every layer inside DExTra"})
     attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     adaptive_input_factor: float = field(default=2, metadata={"help": "adaptive input dimension reduction factor"})

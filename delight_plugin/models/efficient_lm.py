@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from ..modules.adaptive_input import AdaptiveInputAnyDtype
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
-from ..modules.stats import format_report, lm_report
 from ..presets import BASE
+from ..reporting.stats import format_report, lm_report
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 from .validation import POSITIVE_INT, POSITIVE_INT_OR_UNSET, PROBABILITY, check, check_choices, config_error
 
@@ -59,15 +59,18 @@ class EfficientLMConfig(FairseqDataclass):
     adaptive_input_cutoff: Optional[str] = field(
         default=None, metadata={"help": "comma-separated adaptive input cutoffs, e.g. 20000,60000"})
     adaptive_softmax_cutoff: Optional[str] = field(
-        default=None, metadata={"help": "comma-separated adaptive softmax cutoffs (use with --criterion adaptive_loss)"})
+        default=None, metadata={"help": "comma-separated adaptive softmax cutoffs, e.g. 20000,60000 (use with "
+                                        "--criterion adaptive_loss and --ddp-backend legacy_ddp)"})
     adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "dropout in the adaptive softmax tails"})
     adaptive_softmax_factor: float = field(default=4, metadata={"help": "adaptive softmax dimension reduction factor"})
-    tie_adaptive_weights: bool = field(default=False, metadata={"help": "tie adaptive input and softmax weights"})
+    tie_adaptive_weights: bool = field(
+        default=False, metadata={"help": "tie adaptive input and softmax weights (needs both, with equal cutoffs)"})
     tie_adaptive_proj: bool = field(default=False, metadata={"help": "also tie their projections"})
     checkpoint_activations: bool = field(
         default=False, metadata={"help": "recompute each block's activations in the backward pass (saves memory)"})
     print_stats: bool = field(
-        default=False, metadata={"help": "log a parameter and MAC table per block when the model is built"})
+        default=False, metadata={"help": "log a parameter and MAC table per block when the model is built (MACs by "
+                                         "torch's FlopCounterMode: FLOPs / 2)"})
     stats_seq_len: int = field(default=512, metadata={"help": "sequence length for --print-stats MACs"})
     tokens_per_sample: int = II("task.tokens_per_sample")
     max_target_positions: Optional[int] = II("task.max_target_positions")
@@ -295,7 +298,7 @@ class EfficientLanguageModel(FairseqLanguageModel):
         return model
 
     def stats(self, seq_len: int):
-        """Parameter and MAC rows per block (see ``modules/stats.py``)."""
+        """Parameter and MAC rows per block (see ``reporting/stats.py``)."""
         return lm_report(self.decoder, seq_len)
 
     def stats_table(self, seq_len: int) -> str:

@@ -21,25 +21,36 @@ from .validation import POSITIVE_INT, check
 class GAUConfig(EfficientLMConfig):
     decoder_layers: int = field(default=12, metadata={"help": "number of GAUs (two per Transformer layer)"})
     position_scheme: ChoiceEnum(POSITION_SCHEMES) = field(
-        default="rotary", metadata={"help": "rotary: rotate the GAU queries and keys (the paper's default)"})
+        default="rotary", metadata={"help": "rotary (the paper's default) rotates all s dims of every query and key; "
+                                            "learned / sinusoidal add to the embeddings instead; none"})
     gau_mode: ChoiceEnum(GAU_MODES) = field(
         default="quad", metadata={"help": "quad: full causal quadratic attention (FLASH-Quad); chunked: exact "
                                           "attention within groups plus linear attention across them (FLASH)"})
-    gau_group_size: int = field(default=256, metadata={"help": "group (chunk) length C in chunked mode; "
-                                                              "the chunked attention scale is 1/C"})
+    gau_group_size: int = field(
+        default=256, metadata={"help": "group (chunk) length C in chunked mode, unused in quad mode; chunked logits "
+                                       "and the linear part are divided by C. Longer than --tokens-per-sample is "
+                                       "accepted: a sample is then one padded group (exact attention with the 1/C "
+                                       "scale), and the linear attention across groups only joins, untrained, on "
+                                       "longer inputs"})
     gau_expansion_factor: float = field(default=2.0, metadata={"help": "width of U and V as a multiple of the "
                                                                       "model width (e = factor * d)"})
-    gau_qk_dim: int = field(default=128, metadata={"help": "width s of the shared query/key representation Z"})
+    gau_qk_dim: int = field(
+        default=128, metadata={"help": "width s of the shared query/key representation Z (even with rotary positions)"})
     gau_attention_fn: ChoiceEnum(sorted(ATTENTION_FNS)) = field(
-        default="relu_squared", metadata={"help": "attention weight function: relu_squared or Mega's laplace"})
+        default="relu_squared", metadata={"help": "attention weight function: relu_squared, or Mega's laplace "
+                                                  "0.5 (1 + erf((x - sqrt(1/2)) / (sigma sqrt(2)))), sigma^2 = 1/(4 pi)"})
     gau_quad_scale_length: int = field(
-        default=512, metadata={"help": "quad mode divides q.k by this fixed length (the paper divides by the "
-                                       "sequence length, which breaks causal prefix consistency)"})
+        default=512, metadata={"help": "quad mode divides q.k by this fixed length L (the paper divides by the "
+                                       "sequence length n, which breaks causal prefix consistency; the default is "
+                                       "its n at its 512-token training length)"})
     gau_no_relative_bias: bool = field(
         default=False, metadata={"help": "leave out the relative position bias b of the paper's relu^2(q.k / L + b) "
-                                         "(T5-style buckets, one scalar each per GAU)"})
-    gau_token_shift: bool = field(default=False, metadata={"help": "shift half of the normalised channels one "
-                                                                  "step forward in time (RWKV token shift)"})
+                                         "(T5-style: 32 buckets, max distance 128, one scalar per bucket per GAU, "
+                                         "initialised N(0, 0.02)); without it the GAUs start switched off "
+                                         "(docs/gau.md)"})
+    gau_token_shift: bool = field(
+        default=False, metadata={"help": "RWKV token shift: the first half of the normalised channels take the "
+                                         "previous token's values"})
 
 
 def expansion_dim(cfg) -> int:

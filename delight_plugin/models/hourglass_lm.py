@@ -21,14 +21,21 @@ from .plain_lm import PlainLanguageModel, PlainLMConfig
 @dataclass
 class HourglassLMConfig(PlainLMConfig):
     hourglass_structure: str = field(
-        default="1@1,4@3,1@1", metadata={"help": "layers@shortening per level, a palindrome in the factors, e.g. "
-                                                 "2@1,8@3,2@1 or nested 1@1,2@2,4@8,2@2,1@1 (replaces --decoder-layers)"})
+        default="1@1,4@3,1@1", metadata={"help": "L@F = L layers at total shortening F, per level, comma separated, "
+                                                 "e.g. 2@1,8@3,2@1 or nested 1@1,2@2,4@8,2@2,1@1 (replaces "
+                                                 "--decoder-layers). Checked at build time: an odd number of levels "
+                                                 ">= 3, the factors a palindrome starting and ending at 1, each "
+                                                 "factor towards the middle a multiple > 1 of the previous one, at "
+                                                 "least one layer in the middle, the largest factor below "
+                                                 "--tokens-per-sample"})
     hourglass_downsampling: ChoiceEnum(DOWNSAMPLINGS) = field(
-        default="avg", metadata={"help": "shortening: avg pooling, linear pooling (k*C -> C), or attention "
-                                            "(pooled token attends to its window, then an FFN)"})
+        default="avg", metadata={"help": "shortening by k: avg (window mean), linear (concatenate the k*C window, "
+                                         "project to C), or attention (the pooled token attends to its own window, "
+                                         "then an FFN)"})
     hourglass_upsampling: ChoiceEnum(UPSAMPLINGS) = field(
-        default="linear", metadata={"help": "upsampling: repeat each token k times, linear (C -> k*C), or attention "
-                                            "(expansion, then attention over the shortened tokens and an FFN)"})
+        default="linear", metadata={"help": "upsampling by k: repeat (copy each token k times), linear (C -> k*C), "
+                                            "or attention (expansion, then attention over the shortened tokens j <= "
+                                            "t // k, then an FFN)"})
     hourglass_attention_down_base: ChoiceEnum(ATTENTION_DOWN_BASES) = field(
         default="avg", metadata={"help": "the pooling inside --hourglass-downsampling attention"})
     hourglass_attention_up_base: ChoiceEnum(ATTENTION_UP_BASES) = field(

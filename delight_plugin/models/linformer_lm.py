@@ -26,29 +26,41 @@ CHECKPOINT_LEVELS = ("C0", "C1")
 
 @dataclass
 class LinformerLMConfig(PlainLMConfig):
-    linformer_k: int = field(default=256, metadata={"help": "number of compressed key/value slots k"})
+    linformer_k: int = field(
+        default=256, metadata={"help": "compressed key/value slots k per head, 1 <= k <= --tokens-per-sample "
+                                       "(linformer-pytorch: dim_k)"})
     linformer_method: ChoiceEnum(PROJECTION_METHODS) = field(
-        default="learnable", metadata={"help": "how positions are compressed into slots: a learned k x N "
-                                               "matrix, a convolution over blocks of N/k positions, or a "
-                                               "fixed random N(0, 1) matrix"})
+        default="learnable", metadata={"help": "how positions are compressed into slots: learnable, E is a k x N "
+                                               "parameter; convolution, slot j pools block j of ceil(N/k) positions "
+                                               "after a per-offset d_head x d_head channel mixing (Conv1d, kernel = "
+                                               "stride = N/k); no-params, E is a fixed N(0, 1) buffer, saved in the "
+                                               "checkpoint (linformer-pytorch: method)"})
     linformer_sharing: ChoiceEnum(SHARING_MODES) = field(
-        default="layerwise", metadata={"help": "which compressions are shared: none (per head, K and V), "
-                                               "headwise (per layer, K and V), kv (one per layer), "
-                                               "layerwise (one for the whole model)"})
+        default="layerwise", metadata={"help": "which compressions are shared: none (E and F per head and layer), "
+                                               "headwise (one E and one F per layer), kv (E = F, one per layer), "
+                                               "layerwise (one E for K and V of every layer): 2LH, 2L, L or 1 "
+                                               "matrices for L layers of H heads (linformer-pytorch: "
+                                               "parameter_sharing)"})
     linformer_k_reduce_by_layer: int = field(
-        default=0, metadata={"help": "layer i uses max(1, k - i * this) slots (not with layerwise sharing)"})
+        default=0, metadata={"help": "layer i uses max(1, k - i * this) slots; refused with layerwise sharing "
+                                     "(linformer-pytorch's k_reduce_by_layer, which it silently ignores there)"})
     linformer_chunk_size: int = field(
         default=128, metadata={"help": "positions per chunk of the training-time prefix sum (speed/memory "
                                       "trade-off only; results are the same)"})
     linformer_full_attention: bool = field(
-        default=False, metadata={"help": "exact causal softmax attention instead (for comparison)"})
-    linformer_no_ffn: bool = field(default=False, metadata={"help": "blocks without the feed-forward sublayer"})
+        default=False, metadata={"help": "exact causal softmax attention (SDPA) in every block instead, for "
+                                         "comparison (linformer-pytorch: full_attention)"})
+    linformer_no_ffn: bool = field(
+        default=False, metadata={"help": "blocks without the feed-forward sublayer (linformer-pytorch: "
+                                         "include_ff=False)"})
     linformer_out_proj_dim: Optional[int] = field(
-        default=None, metadata={"help": "factor the attention output projection through this width "
-                                        "(the reference's w_o_intermediate_dim)"})
+        default=None, metadata={"help": "factor the attention output projection d -> m -> d through this width m "
+                                        "(linformer-pytorch: w_o_intermediate_dim)"})
     linformer_checkpoint_level: ChoiceEnum(CHECKPOINT_LEVELS) = field(
         default="C0", metadata={"help": "C1: recompute the attention and FFN sublayers in backward "
-                                        "(--checkpoint-activations recomputes whole blocks)",
+                                        "(--checkpoint-activations recomputes whole blocks); linformer-pytorch's C2, "
+                                        "each head on its own, is not offered: it needs a Python loop over heads, "
+                                        "and C1 recomputes all heads at once (linformer-pytorch: checkpoint_level)",
                                 CHOICES_NOTE: "(C2, per-head checkpointing, is not offered)"})
 
 

@@ -27,7 +27,7 @@ from ..modules.cache import Seq2SeqContext
 from ..modules.linformer import BidirectionalLinformerAttention, SequenceCompression
 from ..modules.positions import build_positions
 from ..modules.source_attention import SourceAttention
-from ..modules.stats import format_report, seq2seq_report
+from ..reporting.stats import format_report, seq2seq_report
 from .efficient_lm import EfficientLMDecoder, build_embedding, config_error
 from .linformer_lm import LinformerLanguageModel, LinformerLMConfig, layer_slots, validate_linformer
 from .plain_lm import PlainLanguageModel
@@ -41,15 +41,21 @@ class LinformerTransformerConfig(LinformerLMConfig):
     encoder_embed_dim: int = field(default=512, metadata={"help": "encoder width"})
     encoder_ffn_embed_dim: int = field(default=2048, metadata={"help": "encoder FFN hidden width"})
     encoder_layers: int = field(default=6, metadata={"help": "encoder blocks"})
-    encoder_attention_heads: int = field(default=8, metadata={"help": "encoder attention heads"})
-    linformer_k: int = field(default=64, metadata={"help": "compressed key/value slots k of the encoder and "
-                                                           "decoder self-attention"})
+    encoder_attention_heads: int = field(
+        default=8, metadata={"help": "encoder attention heads (a divisor of the encoder width)"})
+    linformer_k: int = field(
+        default=64, metadata={"help": "compressed key/value slots k of the encoder and decoder self-attention; 1 <= "
+                                      "k <= both max positions. Sentences are short: a k above their length costs "
+                                      "time and compresses nothing"})
     linformer_cross_k: Optional[int] = field(
-        default=None, metadata={"help": "compress the source keys/values of the encoder-decoder attention to "
-                                        "this many slots (default: full softmax attention over the source)"})
+        default=None, metadata={"help": "compress the source keys/values of the encoder-decoder attention to this "
+                                        "many slots K, 1 <= K <= --max-source-positions, padding-aware as the "
+                                        "encoder (default: full softmax attention over the source)"})
     share_all_embeddings: bool = field(
-        default=False, metadata={"help": "one look-up table for source, target and output (needs a joined "
-                                         "dictionary and --encoder-embed-dim = the decoder's input width)"})
+        default=False, metadata={"help": "one look-up table for source, target and output (implies "
+                                         "--share-decoder-input-output-embed, as fairseq's transformer; needs a "
+                                         "joined dictionary, --encoder-embed-dim = the decoder's input width, and no "
+                                         "adaptive input or softmax)"})
     max_source_positions: int = II("task.max_source_positions")
     # The LM skeleton's sequence length: a translation decoder's is --max-target-positions.
     tokens_per_sample: int = II("task.max_target_positions")
@@ -219,7 +225,7 @@ class LinformerTransformerModel(FairseqEncoderDecoderModel):
         return model
 
     def stats(self, src_len: int, tgt_len: int):
-        """Parameter and MAC rows per block (see ``modules/stats.py``)."""
+        """Parameter and MAC rows per block (see ``reporting/stats.py``)."""
         return seq2seq_report(self, src_len, tgt_len)
 
     def stats_table(self, src_len: int, tgt_len: int) -> str:

@@ -21,8 +21,10 @@ from .validation import POSITIVE_INT, check, check_heads
 @dataclass
 class PlainLMConfig(EfficientLMConfig):
     decoder_ffn_embed_dim: int = field(default=BASE.decoder_ffn_embed_dim, metadata={"help": "FFN hidden width"})
-    decoder_attention_heads: int = field(default=BASE.decoder_attention_heads,
-                                         metadata={"help": "number of attention heads"})
+    decoder_attention_heads: int = field(
+        default=BASE.decoder_attention_heads,
+        metadata={"help": "number of attention heads; must divide --decoder-embed-dim (an even head "
+                          "dimension with rotary positions)"})
     activation_fn: ChoiceEnum(sorted(ACTIVATIONS)) = field(default="relu", metadata={"help": "FFN activation"})
 
 

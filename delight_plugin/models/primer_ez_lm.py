@@ -21,11 +21,14 @@ class PrimerEZConfig(PlainLMConfig):
     activation_fn: ChoiceEnum(sorted(ACTIVATIONS)) = field(
         default="relu_squared", metadata={"help": "FFN activation (Primer: relu_squared)"})
     primer_conv_kernel_size: int = field(
-        default=3, metadata={"help": "width of the causal depthwise convolution after the q, k, v projections"})
+        default=3, metadata={"help": "width K of the causal depthwise convolution after the q, k, v projections, 1 "
+                                     "to --tokens-per-sample (taps further back than a sample only ever multiply "
+                                     "padding)"})
     primer_conv_variant: ChoiceEnum(CONV_VARIANTS) = field(
         default="per-channel", metadata={"help": "kernel sharing: per-channel (one per channel of every head, "
-                                                 "official Primer), per-head-dim (shared across heads), "
-                                                 "shared (one kernel per projection)"})
+                                                 "official Primer), per-head-dim (one per head dimension, shared "
+                                                 "across heads), shared (one kernel per projection); q, k and v "
+                                                 "always have their own: 3 d K, 3 d_head K or 3 K weights per layer"})
 
 
 @register_model("primer_ez_lm", dataclass=PrimerEZConfig)

@@ -1,6 +1,6 @@
 """DeLighT (Mehta et al., ICLR 2021) building blocks: group linear transforms, the DExTra unit,
-single-head attention, the light-weight FFN, the DeLighT block and embedding, recurrent dropout,
-and the reference-rule parameter/MAC counter (``macs.py``)."""
+single-head attention, the light-weight FFN, the DeLighT block and embedding, and recurrent dropout
+(the reference-rule parameter/MAC counter is ``delight_plugin/reporting/macs.py``)."""
 from .attention import SingleHeadCrossAttention, SingleHeadSelfAttention
 from .block import BlockOptions, DeLighTBlock, block_schedule
 from .dextra import DExTraUnit, dextra_schedule

@@ -13,7 +13,7 @@ from typing import Iterable, List
 
 from torch import nn
 
-from .block import DeLighTBlock
+from ..modules.delight.block import DeLighTBlock
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""The documentation is generated where it can be and stays true: the flag tables in docs/ equal what
+scripts/make_flag_docs.py renders from the models' help text, the results in the README and in
+benchmarks/results/RESULTS.md equal what scripts/render_results.py renders from the committed JSON,
+the README is short and starts with the two set-up commands, and every relative link resolves."""
+import re
+import sys
+
+import harness
+
+sys.path.insert(0, str(harness.REPO / "scripts"))
+import make_flag_docs  # noqa: E402
+import render_results  # noqa: E402
+
+RESULTS = harness.REPO / "benchmarks" / "results"
+
+
+def test_flag_tables_equal_the_dataclass_help_text():
+    for doc, text in make_flag_docs.rendered_docs().items():
+        assert (harness.REPO / doc).read_text() == text, f"{doc} is stale: run `python scripts/make_flag_docs.py`"
+
+
+def test_every_registered_model_has_a_flag_table():
+    from fairseq.models import MODEL_REGISTRY
+    ours = {name for name, cls in MODEL_REGISTRY.items() if cls.__module__.startswith("delight_plugin.")}
+    assert ours and ours <= set(make_flag_docs.DOCS_OF), sorted(ours - set(make_flag_docs.DOCS_OF))
+
+
+def test_readme_and_results_equal_the_committed_results():
+    readme = (harness.REPO / "README.md").read_text()
+    block = readme.split(render_results.BEGIN + "\n", 1)[1].split(render_results.END, 1)[0]
+    assert block == render_results.summary(RESULTS, "benchmarks/results"), f"run `{render_results.COMMAND}`"
+    full = render_results.section(RESULTS, "benchmarks/results", ".")
+    assert (RESULTS / "RESULTS.md").read_text() == full, f"run `{render_results.COMMAND}`"
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    readme = (harness.REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 400
+    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert [line.split()[:2] for line in first_block] == [["make", "demo"], ["make", "test"]]
+    assert readme.index("make demo") < readme.index("## ")  # before any section
+
+
+def test_relative_links_resolve():
+    pages = [harness.REPO / "README.md", *sorted((harness.REPO / "docs").glob("*.md")), RESULTS / "RESULTS.md"]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#", 1)[0]
+            if path and "://" not in path and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(harness.REPO)}: {target}")
+    assert not broken, broken
