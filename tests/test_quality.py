@@ -143,3 +143,29 @@ def test_a_diagnostic_variant_runs_once_at_the_middle_learning_rate():
     runs = study.plan([], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES)
     assert [(r.phase, r.lr, r.seed, r.tokens) for r in runs] == [("sweep", 2e-3, 1, 100)]
     assert study.plan([result("word", diagnostic, 2e-3, 8.0)], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
+
+
+def test_processes_sharing_a_work_directory_binarise_its_data_once(tmp_path, monkeypatch):
+    """Two study processes (--variants halves) start together: the second waits for the first's
+    binarisation instead of running fairseq-preprocess into the same directory (it failed so)."""
+    import threading
+    import time
+
+    calls, inside = [], []
+
+    def binarise(regime, corpus, work, data, python):
+        inside.append(1)
+        calls.append(len(inside))  # how many were binarising at once
+        time.sleep(0.3)
+        data.mkdir(parents=True)
+        (data / "test.bin").write_text("")
+        inside.pop()
+
+    monkeypatch.setattr(study, "_binarise", binarise)
+    threads = [threading.Thread(target=study.prepare_data, args=(REGIMES["word"], tmp_path, tmp_path / "work"))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [1]

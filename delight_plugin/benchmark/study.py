@@ -23,6 +23,7 @@ Results: ``quality-study.json``, ``.md`` and one figure per regime (valid loss a
 training FLOPs and training seconds) in ``--results-dir``.
 """
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -138,8 +139,16 @@ def prepare_data(regime: Regime, corpus: Path, work: Path, python: str = sys.exe
     """Binarise ``corpus`` (train/valid/test.txt) for ``regime``: subsets train, valid (the head
     validated during training), valid1 (all of valid.txt) and test. Reused when present."""
     data = work / f"data-{regime.name}"
-    if (data / "test.bin").exists():
-        return data
+    work.mkdir(parents=True, exist_ok=True)
+    # Processes sharing a work directory (--variants halves) would binarise into it at once.
+    with open(work / f".data-{regime.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (data / "test.bin").exists():
+            _binarise(regime, corpus, work, data, python)
+    return data
+
+
+def _binarise(regime: Regime, corpus: Path, work: Path, data: Path, python: str) -> None:
     text = work / f"text-{regime.name}"
     text.mkdir(parents=True, exist_ok=True)
     if regime.characters:
@@ -156,7 +165,6 @@ def prepare_data(regime: Regime, corpus: Path, work: Path, python: str = sys.exe
                     "--validpref", f"{text / 'valid_head.txt'},{text / 'valid.txt'}", "--testpref",
                     str(text / "test.txt"), "--destdir", str(data), "--workers", "2"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return data
 
 
 # --------------------------------------------------------------------------------------------
