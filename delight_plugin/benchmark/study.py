@@ -78,7 +78,8 @@ DELIGHT_MATCHED_DROPOUT = ["--delight-emb-dropout", "0", "--delight-dropout", "0
                            "--adaptive-softmax-dropout", "0", "--pe-dropout", "{dropout}", "--ffn-dropout", "{dropout}"]
 # gau_lm-no-bias is FLASH-Quad as registered before the relative position bias was on by default;
 # gau_lm-unscaled-embedding tests the quiet start (scripts/init_diagnostics.py): without the sqrt(d)
-# embedding scale the GAUs' outputs are a 16x larger part of the residual stream at initialisation.
+# embedding scale the GAUs' outputs are a 16x larger part of the residual stream at initialisation;
+# FLASH and the baseline run the same, to tell a GAU effect from one every model would show.
 VARIANTS: Dict[str, tuple] = {
     BASELINE: (BASELINE, []),
     "gau_lm": ("gau_lm", []),
@@ -92,10 +93,13 @@ VARIANTS: Dict[str, tuple] = {
     "gau_lm-no-bias": ("gau_lm", ["--gau-no-relative-bias"]),
     "gau_lm-unscaled-embedding": ("gau_lm", ["--no-scale-embedding"]),
     "delight_transformer_lm-paper-dropouts": ("delight_transformer_lm", []),
+    "gau_lm_flash-unscaled-embedding": ("gau_lm_flash", ["--no-scale-embedding"]),
+    "transformer_lm-unscaled-embedding": (BASELINE, ["--no-scale-embedding"]),
 }
 # Diagnostic variants ask one question of their parent (does the bias or the embedding scale explain
 # its gap?): one sweep run at the grid's middle learning rate, beside the parent's run there.
-DIAGNOSTICS = ("gau_lm-no-bias", "gau_lm-unscaled-embedding", "delight_transformer_lm-paper-dropouts")
+DIAGNOSTICS = ("gau_lm-no-bias", "gau_lm-unscaled-embedding", "delight_transformer_lm-paper-dropouts",
+               "gau_lm_flash-unscaled-embedding", "transformer_lm-unscaled-embedding")
 LR_GRID = (5e-4, 1e-3, 2e-3)
 # Papers' own learning rates, swept besides the grid: DeLighT's reference rule for WikiText-103,
 # min(round(1024 / d_m * 0.002, 3), 0.01), is 0.008 at the `small` preset's d_m = 256.
