@@ -212,10 +212,10 @@ def test_our_models_are_built_as_fairseq_train_builds_them():
 
 @pytest.mark.slow
 def test_command_line_smoke(tmp_path):
-    """The acceptance command (one repeat, 1 s of decoding, no PyPI peers and one short decode context
+    """The acceptance command (one length, one repeat, 1 s of decoding, no PyPI peers and one short decode context
     to save CI time): every registered LM arch has a row, and a decode row."""
     cmd = [sys.executable, str(harness.REPO / "scripts" / "benchmark.py"), "--size", "tiny", "--lengths", "256",
-           "512", "--repeats", "1", "--generate-budget", "1", "--peers", "none", "--output-dir", str(tmp_path),
+           "--repeats", "1", "--generate-budget", "1", "--peers", "none", "--output-dir", str(tmp_path),
            "--decode-contexts", "64", "--decode-batch-sizes", "1", "--decode-steps", "2", "--decode-repeats", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -231,9 +231,8 @@ def test_command_line_smoke(tmp_path):
         assert f"| {arch} |" in md
     measured = {(r["name"], r["length"]): r for r in rows}
     for arch in ["transformer_lm"] + plugin_lm_archs():
-        for length in (256, 512):
-            row = measured[arch, length]
-            assert row["train_tokens_per_s"] and row["infer_tokens_per_s"] and row["macs_per_token"], row["errors"]
+        row = measured[arch, 256]
+        assert row["train_tokens_per_s"] and row["infer_tokens_per_s"] and row["macs_per_token"], row["errors"]
     decoded = json.loads((tmp_path / "benchmark_decode.json").read_text())["rows"]
     assert {r["name"] for r in decoded if r["ms_per_token"]} == set(plugin_lm_archs()) | {"transformer_lm"}
 
