@@ -5,14 +5,12 @@ causal with encoder-decoder attention), fed by DeLighT embeddings (look-up table
 ``--delight-emb-map-dim`` -> DExTra -> d_m). Incremental state lives in the blocks' attention modules
 (``CachedModule``), so fairseq's beam search reorders it generically.
 """
-import functools
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
-import torch.utils.checkpoint
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
@@ -27,6 +25,7 @@ from ..modules.delight import config as delight_config
 from ..reporting import macs
 from ..modules.cache import Seq2SeqContext
 from ..modules.positions import build_positions
+from ..modules.recompute import block_stack
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
 from .delight_transformer_lm import DeLighTCommonConfig
 from .efficient_lm import config_error
@@ -137,7 +136,8 @@ class DeLighTEncoder(FairseqEncoder):
         self.padding_idx = dictionary.pad()
         self.embedder = DeLighTEmbedder(cfg, lookup, cfg.encoder_learned_pos, cfg.max_source_positions)
         opts = delight_config.stack_options(cfg, "enc", normalize_before=cfg.encoder_normalize_before, causal=False)
-        self.layers = nn.ModuleList(DeLighTBlock(opts, n, w) for n, w in delight_config.stack_schedule(cfg, "enc"))
+        self.layers = block_stack((DeLighTBlock(opts, n, w) for n, w in delight_config.stack_schedule(cfg, "enc")),
+                                  cfg.checkpoint_activations)
         self.layer_norm = build_norm(cfg.norm_type, cfg.delight_emb_out_dim) if cfg.encoder_normalize_before else None
 
     @property
@@ -152,9 +152,8 @@ class DeLighTEncoder(FairseqEncoder):
         padding_mask = src_tokens.eq(self.padding_idx)
         x = self.embedder(src_tokens, source_positions(padding_mask))
         ctx = Seq2SeqContext(torch.arange(src_tokens.size(1), device=src_tokens.device), padding_mask=padding_mask)
-        checkpoint = self.cfg.checkpoint_activations and self.training
         for layer in self.layers:
-            x = torch.utils.checkpoint.checkpoint(layer, x, ctx, use_reentrant=False) if checkpoint else layer(x, ctx)
+            x = layer(x, ctx)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return {
@@ -182,7 +181,9 @@ class DeLighTDecoder(FairseqIncrementalDecoder):
         self.embedder = DeLighTEmbedder(cfg, lookup, cfg.decoder_learned_pos, cfg.max_target_positions)
         opts = delight_config.stack_options(cfg, "dec", normalize_before=cfg.decoder_normalize_before,
                                             cross_attention=True)
-        self.layers = nn.ModuleList(DeLighTBlock(opts, n, w) for n, w in delight_config.stack_schedule(cfg, "dec"))
+        # the decoder calls forward_with_alignment (for the alignment weights), so that is what recomputes
+        self.layers = block_stack((DeLighTBlock(opts, n, w) for n, w in delight_config.stack_schedule(cfg, "dec")),
+                                  cfg.checkpoint_activations, method="forward_with_alignment")
         self.layer_norm = build_norm(cfg.norm_type, dim) if cfg.decoder_normalize_before else None
         # The output layer works at the map width, so that it can be tied to the look-up table.
         self.project_out_dim = nn.Linear(dim, map_dim, bias=False) if dim != map_dim else None
@@ -227,12 +228,9 @@ class DeLighTDecoder(FairseqIncrementalDecoder):
                              encoder_out=encoder_out["encoder_out"][0].transpose(0, 1),
                              encoder_padding_mask=encoder_out["encoder_padding_mask"][0])
         align_at = self.alignment_index(alignment_layer) if alignment_layer is not None or not self.training else None
-        checkpoint = self.cfg.checkpoint_activations and self.training and incremental_state is None
         attn = None
         for index, layer in enumerate(self.layers):
-            run = functools.partial(layer.forward_with_alignment, need_weights=index == align_at)
-            x, weights = torch.utils.checkpoint.checkpoint(run, x, ctx, use_reentrant=False) if checkpoint \
-                else run(x, ctx)
+            x, weights = layer.forward_with_alignment(x, ctx, need_weights=index == align_at)
             if index == align_at:
                 attn = weights
         if self.layer_norm is not None:

@@ -105,14 +105,6 @@ class DeLighTLanguageModel(EfficientLanguageModel):
     def build_model(cls, cfg, task):
         delight_config.fill_max_groups(cfg, ("emb", "dec"))
         model = super().build_model(cfg, task)
-        decoder = model.decoder
-        if cfg.adaptive_input:
-            decoder.embed_scale = 1.0  # the bands scale themselves (BandScaledAdaptiveInput), as the reference
-        if decoder.project_out_dim is None and cfg.adaptive_softmax_cutoff is not None \
-                and cfg.decoder_embed_dim != cfg.delight_emb_map_dim:
-            # The skeleton (like fairseq) drops this projection when adaptive weights are tied; the
-            # tied adaptive softmax works at the map width, so DeLighT projects d_m down to it.
-            decoder.project_out_dim = nn.Linear(cfg.decoder_embed_dim, cfg.delight_emb_map_dim, bias=False)
         for name, buffer in model.named_buffers():
             if name.endswith("_float_tensor"):
                 # fairseq's adaptive modules keep an uninitialised dtype marker in the checkpoint; zero it
@@ -125,6 +117,18 @@ class DeLighTLanguageModel(EfficientLanguageModel):
         """The reference's adaptive input: band i scaled by sqrt(its width) unless --no-scale-embedding."""
         return BandScaledAdaptiveInput(vocab_size, padding_idx, input_dim, cfg.adaptive_input_factor, input_dim,
                                        cutoffs(cfg.adaptive_input_cutoff), scale=not cfg.no_scale_embedding)
+
+    @classmethod
+    def embedding_scale(cls, cfg):
+        """1 with adaptive input: the bands scale themselves (BandScaledAdaptiveInput), as the reference."""
+        return 1.0 if cfg.adaptive_input else super().embedding_scale(cfg)
+
+    @classmethod
+    def build_project_out_dim(cls, cfg):
+        """d_m -> the map width whenever they differ: the skeleton (like fairseq) drops this projection when
+        adaptive weights are tied, but DeLighT's tied adaptive softmax works at the map width."""
+        dim, map_dim = cfg.decoder_embed_dim, cfg.delight_emb_map_dim
+        return nn.Linear(dim, map_dim, bias=False) if dim != map_dim else None
 
     @classmethod
     def build_input_transform(cls, cfg):
@@ -145,10 +149,6 @@ class DeLighTLanguageModel(EfficientLanguageModel):
         opts = delight_config.stack_options(cfg, "dec", normalize_before=True,
                                             rotary=cfg.position_scheme == "rotary")
         return [DeLighTBlock(opts, depth, width) for depth, width in delight_config.stack_schedule(cfg, "dec")]
-
-    @classmethod
-    def build_block(cls, cfg, layer_index):
-        return cls.build_blocks(cfg)[layer_index]
 
     def stats_table(self, seq_len: int) -> str:
         """The reference's compute_macs_params table (decoder summed over t = 1..seq_len)."""
