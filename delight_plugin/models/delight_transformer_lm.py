@@ -15,41 +15,12 @@ from fairseq.utils import safe_getattr
 from omegaconf import II
 from torch import nn
 
-from ..modules.delight import ACT_TYPES, NORM_TYPES, DeLighTBlock, RecurrentDropout, build_norm
-from ..modules.delight import config as delight_config
-from ..reporting import macs
+from ..modules.delight import RecurrentDropout, build_norm
 from ..modules.delight.adaptive_input import BandScaledAdaptiveInput
-from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error, cutoffs
-
-
-@dataclass
-class DeLighTCommonConfig:
-    """Flags that the translation model and the LM share (reference names)."""
-    delight_emb_map_dim: int = field(
-        default=64, metadata={"help": "width of the look-up table (map layer); in the LM also the skeleton's input "
-                                      "and output width"})
-    delight_emb_out_dim: int = field(default=128, metadata={"help": "output width of the DeLighT embedding: d_m, "
-                                                                    "the model width (multiple of 32)"})
-    delight_emb_width_mult: float = field(default=2.0, metadata={"help": "expansion factor of the embedding DExTra"})
-    delight_emb_max_groups: Optional[int] = field(
-        default=None, metadata={"help": "maximum groups g_max in the embedding GLTs (default: the reference's "
-                                        "2^ceil(log2(d_m/32)))"})
-    delight_emb_dropout: float = field(default=0.1, metadata={"help": "time-shared dropout on looked-up vectors"})
-    delight_emb_depth: int = field(
-        default=4, metadata={"help": "GLT layers in the embedding DExTra (>= 2)"})
-    no_glt_shuffle: bool = field(default=False, metadata={"help": "do not shuffle features between GLT groups"})
-    define_iclr: bool = field(default=False, metadata={"help": "DeFINE (ICLR'20) group schedule; no shuffling"})
-    glt_paper_schedule: bool = field(
-        default=False, metadata={"help": "GLT groups min(2^(l-1), g_max) (the paper: starts at 1 group) instead of "
-                                         "the reference code's min(2^l, g_max)"})
-    norm_type: ChoiceEnum(NORM_TYPES) = field(
-        default="ln", metadata={"help": "normalisation (gn = bn, as in the reference, where every norm has one group)"})
-    act_type: ChoiceEnum(ACT_TYPES) = field(default="swish", metadata={"help": "activation in DExTra and the FFN"})
-    delight_dropout: float = field(default=0.0, metadata={"help": "dropout after every layer inside DExTra"})
-    ffn_dropout: float = field(default=0.1, metadata={"help": "dropout after the second FFN layer"})
-    pe_dropout: float = field(
-        default=0.1, metadata={"help": "time-shared dropout after adding positions (without positions: --dropout "
-                                       "instead)"})
+from ..reporting import macs
+from . import delight_config
+from .delight_config import DeLighTCommonConfig, scaled_dropout
+from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, cutoffs
 
 
 @dataclass
@@ -99,7 +70,7 @@ class DeLighTLanguageModel(EfficientLanguageModel):
     @classmethod
     def validate_config(cls, cfg):
         super().validate_config(cfg)
-        delight_config.validate(cfg, config_error, sides=("dec",))
+        delight_config.validate(cfg, sides=("dec",))
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -127,8 +98,7 @@ class DeLighTLanguageModel(EfficientLanguageModel):
     def build_project_out_dim(cls, cfg):
         """d_m -> the map width whenever they differ: the skeleton (like fairseq) drops this projection when
         adaptive weights are tied, but DeLighT's tied adaptive softmax works at the map width."""
-        dim, map_dim = cfg.decoder_embed_dim, cfg.delight_emb_map_dim
-        return nn.Linear(dim, map_dim, bias=False) if dim != map_dim else None
+        return delight_config.build_map_projection(cfg)
 
     @classmethod
     def build_input_transform(cls, cfg):
@@ -146,9 +116,7 @@ class DeLighTLanguageModel(EfficientLanguageModel):
 
     @classmethod
     def build_blocks(cls, cfg):
-        opts = delight_config.stack_options(cfg, "dec", normalize_before=True,
-                                            rotary=cfg.position_scheme == "rotary")
-        return [DeLighTBlock(opts, depth, width) for depth, width in delight_config.stack_schedule(cfg, "dec")]
+        return delight_config.build_stack(cfg, "dec", normalize_before=True, rotary=cfg.position_scheme == "rotary")
 
     def stats_table(self, seq_len: int) -> str:
         """The reference's compute_macs_params table (decoder summed over t = 1..seq_len)."""
@@ -180,7 +148,7 @@ def delight_transformer_lm_wiki103(args):
     args.adaptive_input_cutoff = safe_getattr(args, "adaptive_input_cutoff", "20000,60000")
     args.adaptive_softmax_cutoff = safe_getattr(args, "adaptive_softmax_cutoff", "20000,60000")
     args.no_decoder_final_norm = safe_getattr(args, "no_decoder_final_norm", True)
-    args.dropout = safe_getattr(args, "dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.3))
-    args.ffn_dropout = safe_getattr(args, "ffn_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.3))
-    args.attention_dropout = safe_getattr(args, "attention_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.1))
-    args.delight_dropout = safe_getattr(args, "delight_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.1))
+    args.dropout = safe_getattr(args, "dropout", scaled_dropout(0.1, dim, 1024, 0.3))
+    args.ffn_dropout = safe_getattr(args, "ffn_dropout", scaled_dropout(0.1, dim, 1024, 0.3))
+    args.attention_dropout = safe_getattr(args, "attention_dropout", scaled_dropout(0.1, dim, 1024, 0.1))
+    args.delight_dropout = safe_getattr(args, "delight_dropout", scaled_dropout(0.1, dim, 1024, 0.1))
