@@ -28,7 +28,7 @@ from ..modules.positions import build_positions
 from ..modules.recompute import block_stack
 from ..modules.source_attention import SourceAttention
 from ..reporting.stats import format_report, seq2seq_report
-from .efficient_lm import EfficientLMDecoder, build_embedding, config_error
+from .efficient_lm import EfficientLMDecoder, build_embedding, config_error, input_dim
 from .linformer_lm import LinformerLanguageModel, LinformerLMConfig, layer_slots, validate_linformer
 from .plain_lm import PlainLanguageModel
 from .validation import POSITIVE_INT, check, check_heads
@@ -187,7 +187,7 @@ class LinformerTransformerModel(FairseqEncoderDecoderModel):
         if task.source_dictionary != task.target_dictionary:
             raise config_error("share_all_embeddings", True, "needs a joined dictionary "
                                                              "(fairseq-preprocess --joined-dictionary)")
-        decoder_input_dim = cfg.decoder_input_dim or cfg.decoder_embed_dim
+        decoder_input_dim = input_dim(cfg)
         if cfg.encoder_embed_dim != decoder_input_dim:
             raise config_error("share_all_embeddings", True, f"needs --encoder-embed-dim ({cfg.encoder_embed_dim}) "
                                                              f"= the decoder's input width ({decoder_input_dim})")
