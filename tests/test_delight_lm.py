@@ -6,7 +6,7 @@ import torch
 
 import harness
 from delight_plugin.modules.delight import GroupLinear, RecurrentDropout, block_schedule, dextra_schedule
-from delight_plugin.modules.delight.config import default_max_groups
+from delight_plugin.models.delight_config import default_max_groups
 from delight_plugin.modules.delight.dextra import mix_input
 
 ARCH = "delight_transformer_lm"

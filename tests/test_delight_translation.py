@@ -237,7 +237,7 @@ def reference_scaled_dropout(base, dim, reference_dim, cap):
 
 
 def test_scaled_dropouts_round_as_the_reference_for_d_m_64_to_1024():
-    from delight_plugin.modules.delight.config import scaled_dropout
+    from delight_plugin.models.delight_config import scaled_dropout
     naive_differs = []
     for dim in range(64, 1025, 32):
         for base, reference_dim, cap in [(0.3, 1024, 0.3), (0.1, 1024, 0.1), (0.3, 512, 0.3), (0.1, 512, 0.1),

@@ -1,5 +1,7 @@
 """The conformance probes must catch a block that peeks at the next token, and the shared
 skeleton's report, presets and checkpointing must work for the reference block."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -23,8 +25,8 @@ class LeakyBlock(nn.Module):
 
 class LeakyLanguageModel(PlainLanguageModel):
     @classmethod
-    def build_block(cls, cfg, layer_index):
-        return LeakyBlock(super().build_block(cfg, layer_index))
+    def build_blocks(cls, cfg):
+        return [LeakyBlock(block) for block in super().build_blocks(cfg)]
 
 
 def leaky_model():
@@ -69,8 +71,8 @@ def test_prefill_probe_catches_a_block_that_does_not_fill_its_cache():
 
     class PromptBlind(PlainLanguageModel):
         @classmethod
-        def build_block(cls, cfg, layer_index):
-            return PromptBlindBlock(super().build_block(cfg, layer_index))
+        def build_blocks(cls, cfg):
+            return [PromptBlindBlock(block) for block in super().build_blocks(cfg)]
 
     with pytest.raises(AssertionError, match="prefill of 8 tokens"):
         harness.probe_prefill(PromptBlind.build_model(model.decoder.cfg, task))
@@ -101,19 +103,41 @@ def test_stats_report_counts_every_parameter_and_the_known_macs():
     assert rows[-1].macs_per_token == d * vocab
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
-    model, _ = harness.build("plain_lm", harness.tiny_flags("plain_lm") + ["--dropout", "0"])
-    tokens = harness.random_tokens(2, 20)
+def plain_and_checkpointed(arch, flags):
+    """``arch`` built without and with --checkpoint-activations, the same weights in both."""
+    plain, _ = harness.build(arch, flags)
+    checkpointed, _ = harness.build(arch, flags + ["--checkpoint-activations"])
+    checkpointed.load_state_dict(plain.state_dict())
+    return plain, checkpointed
 
-    def grads(checkpoint):
-        model.zero_grad()
-        model.decoder.cfg.checkpoint_activations = checkpoint
+
+def test_activation_checkpointing_recomputes_every_block_with_the_same_gradients():
+    plain, checkpointed = plain_and_checkpointed("plain_lm", harness.tiny_flags("plain_lm") + ["--dropout", "0"])
+    tokens = harness.random_tokens(2, 20)
+    calls = []
+    for block in checkpointed.decoder.layers:
+        block.attention.register_forward_hook(lambda *_: calls.append(1))
+
+    def grads(model):
         model.train()
         model(tokens)[0].logsumexp(-1).sum().backward()
-        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return [p.grad for p in model.parameters() if p.grad is not None]
 
-    plain, checkpointed = grads(False), grads(True)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+    expected, recomputed = grads(plain), grads(checkpointed)
+    assert len(calls) == 2 * len(checkpointed.decoder.layers), f"{len(calls)} attention calls: nothing recomputed"
+    assert len(expected) == len(recomputed)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(expected, recomputed))
+
+
+def test_checkpointed_blocks_keep_their_parameter_names_and_a_deep_copy_runs_its_own_weights():
+    plain, checkpointed = plain_and_checkpointed("plain_lm", harness.tiny_flags("plain_lm"))
+    assert list(checkpointed.state_dict()) == list(plain.state_dict())  # checkpoints load either way
+    copied, tokens = copy.deepcopy(checkpointed).eval(), harness.random_tokens(2, 12)
+    expected = copied(tokens)[0]
+    with torch.no_grad():
+        for p in checkpointed.parameters():
+            p.zero_()
+    assert torch.equal(copied(tokens)[0], expected)
 
 
 def test_presets_match_the_baseline_size():

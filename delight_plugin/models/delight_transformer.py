@@ -5,32 +5,29 @@ causal with encoder-decoder attention), fed by DeLighT embeddings (look-up table
 ``--delight-emb-map-dim`` -> DExTra -> d_m). Incremental state lives in the blocks' attention modules
 (``CachedModule``), so fairseq's beam search reorders it generically.
 """
-import functools
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
-import torch.utils.checkpoint
-from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
                             register_model, register_model_architecture)
-from fairseq.modules import AdaptiveSoftmax
 from fairseq.utils import safe_getattr
 from omegaconf import II
 from torch import Tensor, nn
 
-from ..modules.delight import DeLighTBlock, RecurrentDropout, build_norm
-from ..modules.delight import config as delight_config
-from ..reporting import macs
 from ..modules.cache import Seq2SeqContext
+from ..modules.delight import RecurrentDropout, build_norm
 from ..modules.positions import build_positions
+from ..modules.recompute import block_stack
+from ..reporting import macs
+from . import delight_config
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
-from .delight_transformer_lm import DeLighTCommonConfig
-from .efficient_lm import config_error
-from .validation import POSITIVE_INT, check, check_choices
+from .delight_config import DeLighTCommonConfig
+from .efficient_lm import build_embedding, build_output_layer
+from .validation import POSITIVE_INT, check, check_choices, config_error
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +133,8 @@ class DeLighTEncoder(FairseqEncoder):
         self.cfg = cfg
         self.padding_idx = dictionary.pad()
         self.embedder = DeLighTEmbedder(cfg, lookup, cfg.encoder_learned_pos, cfg.max_source_positions)
-        opts = delight_config.stack_options(cfg, "enc", normalize_before=cfg.encoder_normalize_before, causal=False)
-        self.layers = nn.ModuleList(DeLighTBlock(opts, n, w) for n, w in delight_config.stack_schedule(cfg, "enc"))
+        blocks = delight_config.build_stack(cfg, "enc", normalize_before=cfg.encoder_normalize_before, causal=False)
+        self.layers = block_stack(blocks, cfg.checkpoint_activations)
         self.layer_norm = build_norm(cfg.norm_type, cfg.delight_emb_out_dim) if cfg.encoder_normalize_before else None
 
     @property
@@ -152,9 +149,8 @@ class DeLighTEncoder(FairseqEncoder):
         padding_mask = src_tokens.eq(self.padding_idx)
         x = self.embedder(src_tokens, source_positions(padding_mask))
         ctx = Seq2SeqContext(torch.arange(src_tokens.size(1), device=src_tokens.device), padding_mask=padding_mask)
-        checkpoint = self.cfg.checkpoint_activations and self.training
         for layer in self.layers:
-            x = torch.utils.checkpoint.checkpoint(layer, x, ctx, use_reentrant=False) if checkpoint else layer(x, ctx)
+            x = layer(x, ctx)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return {
@@ -178,25 +174,16 @@ class DeLighTDecoder(FairseqIncrementalDecoder):
     def __init__(self, cfg, dictionary, lookup: nn.Embedding):
         super().__init__(dictionary)
         self.cfg = cfg
-        dim, map_dim = cfg.delight_emb_out_dim, cfg.delight_emb_map_dim
         self.embedder = DeLighTEmbedder(cfg, lookup, cfg.decoder_learned_pos, cfg.max_target_positions)
-        opts = delight_config.stack_options(cfg, "dec", normalize_before=cfg.decoder_normalize_before,
+        blocks = delight_config.build_stack(cfg, "dec", normalize_before=cfg.decoder_normalize_before,
                                             cross_attention=True)
-        self.layers = nn.ModuleList(DeLighTBlock(opts, n, w) for n, w in delight_config.stack_schedule(cfg, "dec"))
-        self.layer_norm = build_norm(cfg.norm_type, dim) if cfg.decoder_normalize_before else None
-        # The output layer works at the map width, so that it can be tied to the look-up table.
-        self.project_out_dim = nn.Linear(dim, map_dim, bias=False) if dim != map_dim else None
-        self.adaptive_softmax = self.output_projection = None
-        if cfg.adaptive_softmax_cutoff is not None:
-            self.adaptive_softmax = AdaptiveSoftmax(
-                len(dictionary), map_dim, utils.eval_str_list(cfg.adaptive_softmax_cutoff, type=int),
-                dropout=cfg.adaptive_softmax_dropout, factor=cfg.adaptive_softmax_factor)
-        else:
-            self.output_projection = nn.Linear(map_dim, len(dictionary), bias=False)
-            if cfg.share_decoder_input_output_embed:
-                self.output_projection.weight = lookup.weight
-            else:
-                nn.init.normal_(self.output_projection.weight, mean=0.0, std=map_dim**-0.5)
+        # the decoder calls forward_with_alignment (for the alignment weights), so that is what recomputes
+        self.layers = block_stack(blocks, cfg.checkpoint_activations, method="forward_with_alignment")
+        self.layer_norm = build_norm(cfg.norm_type, cfg.delight_emb_out_dim) if cfg.decoder_normalize_before else None
+        self.project_out_dim = delight_config.build_map_projection(cfg)
+        # the LM skeleton's output layer (adaptive input and its tying are refused for translation)
+        self.adaptive_softmax, self.output_projection = build_output_layer(cfg, len(dictionary),
+                                                                           cfg.delight_emb_map_dim, lookup)
 
     @property
     def embed_tokens(self):
@@ -227,12 +214,9 @@ class DeLighTDecoder(FairseqIncrementalDecoder):
                              encoder_out=encoder_out["encoder_out"][0].transpose(0, 1),
                              encoder_padding_mask=encoder_out["encoder_padding_mask"][0])
         align_at = self.alignment_index(alignment_layer) if alignment_layer is not None or not self.training else None
-        checkpoint = self.cfg.checkpoint_activations and self.training and incremental_state is None
         attn = None
         for index, layer in enumerate(self.layers):
-            run = functools.partial(layer.forward_with_alignment, need_weights=index == align_at)
-            x, weights = torch.utils.checkpoint.checkpoint(run, x, ctx, use_reentrant=False) if checkpoint \
-                else run(x, ctx)
+            x, weights = layer.forward_with_alignment(x, ctx, need_weights=index == align_at)
             if index == align_at:
                 attn = weights
         if self.layer_norm is not None:
@@ -262,7 +246,7 @@ class DeLighTTransformerModel(FairseqEncoderDecoderModel):
     @classmethod
     def validate_config(cls, cfg, task) -> None:
         check_choices(cfg)
-        delight_config.validate(cfg, config_error, sides=("enc", "dec"))
+        delight_config.validate(cfg, sides=("enc", "dec"))
         if cfg.adaptive_input or cfg.tie_adaptive_weights or cfg.tie_adaptive_proj:
             flag = "adaptive_input" if cfg.adaptive_input else "tie_adaptive_weights"
             raise config_error(flag, True, "adaptive input is not supported for translation (as in the reference)")
@@ -282,10 +266,7 @@ class DeLighTTransformerModel(FairseqEncoderDecoderModel):
         cls.validate_config(cfg, task)
 
         def lookup(dictionary):
-            table = nn.Embedding(len(dictionary), cfg.delight_emb_map_dim, dictionary.pad())
-            nn.init.normal_(table.weight, mean=0.0, std=cfg.delight_emb_map_dim**-0.5)
-            nn.init.zeros_(table.weight[dictionary.pad()])
-            return table
+            return build_embedding(len(dictionary), cfg.delight_emb_map_dim, dictionary.pad())
 
         encoder_lookup = lookup(task.source_dictionary)
         decoder_lookup = encoder_lookup if cfg.share_all_embeddings else lookup(task.target_dictionary)

@@ -15,41 +15,12 @@ from fairseq.utils import safe_getattr
 from omegaconf import II
 from torch import nn
 
-from ..modules.delight import ACT_TYPES, NORM_TYPES, DeLighTBlock, RecurrentDropout, build_norm
-from ..modules.delight import config as delight_config
-from ..reporting import macs
+from ..modules.delight import RecurrentDropout, build_norm
 from ..modules.delight.adaptive_input import BandScaledAdaptiveInput
-from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, config_error, cutoffs
-
-
-@dataclass
-class DeLighTCommonConfig:
-    """Flags that the translation model and the LM share (reference names)."""
-    delight_emb_map_dim: int = field(
-        default=64, metadata={"help": "width of the look-up table (map layer); in the LM also the skeleton's input "
-                                      "and output width"})
-    delight_emb_out_dim: int = field(default=128, metadata={"help": "output width of the DeLighT embedding: d_m, "
-                                                                    "the model width (multiple of 32)"})
-    delight_emb_width_mult: float = field(default=2.0, metadata={"help": "expansion factor of the embedding DExTra"})
-    delight_emb_max_groups: Optional[int] = field(
-        default=None, metadata={"help": "maximum groups g_max in the embedding GLTs (default: the reference's "
-                                        "2^ceil(log2(d_m/32)))"})
-    delight_emb_dropout: float = field(default=0.1, metadata={"help": "time-shared dropout on looked-up vectors"})
-    delight_emb_depth: int = field(
-        default=4, metadata={"help": "GLT layers in the embedding DExTra (>= 2)"})
-    no_glt_shuffle: bool = field(default=False, metadata={"help": "do not shuffle features between GLT groups"})
-    define_iclr: bool = field(default=False, metadata={"help": "DeFINE (ICLR'20) group schedule; no shuffling"})
-    glt_paper_schedule: bool = field(
-        default=False, metadata={"help": "GLT groups min(2^(l-1), g_max) (the paper: starts at 1 group) instead of "
-                                         "the reference code's min(2^l, g_max)"})
-    norm_type: ChoiceEnum(NORM_TYPES) = field(
-        default="ln", metadata={"help": "normalisation (gn = bn, as in the reference, where every norm has one group)"})
-    act_type: ChoiceEnum(ACT_TYPES) = field(default="swish", metadata={"help": "activation in DExTra and the FFN"})
-    delight_dropout: float = field(default=0.0, metadata={"help": "dropout after every layer inside DExTra"})
-    ffn_dropout: float = field(default=0.1, metadata={"help": "dropout after the second FFN layer"})
-    pe_dropout: float = field(
-        default=0.1, metadata={"help": "time-shared dropout after adding positions (without positions: --dropout "
-                                       "instead)"})
+from ..reporting import macs
+from . import delight_config
+from .delight_config import DeLighTCommonConfig, scaled_dropout
+from .efficient_lm import EfficientLanguageModel, EfficientLMConfig, cutoffs
 
 
 @dataclass
@@ -99,20 +70,12 @@ class DeLighTLanguageModel(EfficientLanguageModel):
     @classmethod
     def validate_config(cls, cfg):
         super().validate_config(cfg)
-        delight_config.validate(cfg, config_error, sides=("dec",))
+        delight_config.validate(cfg, sides=("dec",))
 
     @classmethod
     def build_model(cls, cfg, task):
         delight_config.fill_max_groups(cfg, ("emb", "dec"))
         model = super().build_model(cfg, task)
-        decoder = model.decoder
-        if cfg.adaptive_input:
-            decoder.embed_scale = 1.0  # the bands scale themselves (BandScaledAdaptiveInput), as the reference
-        if decoder.project_out_dim is None and cfg.adaptive_softmax_cutoff is not None \
-                and cfg.decoder_embed_dim != cfg.delight_emb_map_dim:
-            # The skeleton (like fairseq) drops this projection when adaptive weights are tied; the
-            # tied adaptive softmax works at the map width, so DeLighT projects d_m down to it.
-            decoder.project_out_dim = nn.Linear(cfg.decoder_embed_dim, cfg.delight_emb_map_dim, bias=False)
         for name, buffer in model.named_buffers():
             if name.endswith("_float_tensor"):
                 # fairseq's adaptive modules keep an uninitialised dtype marker in the checkpoint; zero it
@@ -125,6 +88,17 @@ class DeLighTLanguageModel(EfficientLanguageModel):
         """The reference's adaptive input: band i scaled by sqrt(its width) unless --no-scale-embedding."""
         return BandScaledAdaptiveInput(vocab_size, padding_idx, input_dim, cfg.adaptive_input_factor, input_dim,
                                        cutoffs(cfg.adaptive_input_cutoff), scale=not cfg.no_scale_embedding)
+
+    @classmethod
+    def embedding_scale(cls, cfg):
+        """1 with adaptive input: the bands scale themselves (BandScaledAdaptiveInput), as the reference."""
+        return 1.0 if cfg.adaptive_input else super().embedding_scale(cfg)
+
+    @classmethod
+    def build_project_out_dim(cls, cfg):
+        """d_m -> the map width whenever they differ: the skeleton (like fairseq) drops this projection when
+        adaptive weights are tied, but DeLighT's tied adaptive softmax works at the map width."""
+        return delight_config.build_map_projection(cfg)
 
     @classmethod
     def build_input_transform(cls, cfg):
@@ -142,13 +116,7 @@ class DeLighTLanguageModel(EfficientLanguageModel):
 
     @classmethod
     def build_blocks(cls, cfg):
-        opts = delight_config.stack_options(cfg, "dec", normalize_before=True,
-                                            rotary=cfg.position_scheme == "rotary")
-        return [DeLighTBlock(opts, depth, width) for depth, width in delight_config.stack_schedule(cfg, "dec")]
-
-    @classmethod
-    def build_block(cls, cfg, layer_index):
-        return cls.build_blocks(cfg)[layer_index]
+        return delight_config.build_stack(cfg, "dec", normalize_before=True, rotary=cfg.position_scheme == "rotary")
 
     def stats_table(self, seq_len: int) -> str:
         """The reference's compute_macs_params table (decoder summed over t = 1..seq_len)."""
@@ -180,7 +148,7 @@ def delight_transformer_lm_wiki103(args):
     args.adaptive_input_cutoff = safe_getattr(args, "adaptive_input_cutoff", "20000,60000")
     args.adaptive_softmax_cutoff = safe_getattr(args, "adaptive_softmax_cutoff", "20000,60000")
     args.no_decoder_final_norm = safe_getattr(args, "no_decoder_final_norm", True)
-    args.dropout = safe_getattr(args, "dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.3))
-    args.ffn_dropout = safe_getattr(args, "ffn_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.3))
-    args.attention_dropout = safe_getattr(args, "attention_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.1))
-    args.delight_dropout = safe_getattr(args, "delight_dropout", delight_config.scaled_dropout(0.1, dim, 1024, 0.1))
+    args.dropout = safe_getattr(args, "dropout", scaled_dropout(0.1, dim, 1024, 0.3))
+    args.ffn_dropout = safe_getattr(args, "ffn_dropout", scaled_dropout(0.1, dim, 1024, 0.3))
+    args.attention_dropout = safe_getattr(args, "attention_dropout", scaled_dropout(0.1, dim, 1024, 0.1))
+    args.delight_dropout = safe_getattr(args, "delight_dropout", scaled_dropout(0.1, dim, 1024, 0.1))

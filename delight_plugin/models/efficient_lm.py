@@ -2,9 +2,10 @@
 
 An architecture is a config dataclass (subclass of :class:`EfficientLMConfig`) plus a block
 module; its model class subclasses :class:`EfficientLanguageModel` and implements
-``build_block``. Embeddings, positions, the layer stack, final norm, output projection
+``build_blocks``. Embeddings, positions, the layer stack, final norm, output projection
 (tied, untied or adaptive softmax), incremental state, activation checkpointing and the
-parameter/MAC report are written here once. Blocks see activations as [batch, time, channels]
+parameter/MAC report are written here once; the other ``build_*`` hooks and ``embedding_scale``
+let an architecture replace one piece. Blocks see activations as [batch, time, channels]
 and a :class:`DecodingContext`; they must be causal.
 """
 import logging
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
-import torch.utils.checkpoint
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..modules.adaptive_input import AdaptiveInputAnyDtype
 from ..modules.cache import DecodingContext
 from ..modules.positions import POSITION_SCHEMES, build_positions
+from ..modules.recompute import block_stack
 from ..presets import BASE
 from ..reporting.stats import format_report, lm_report
 from .build_checks import check_adaptive_softmax_criterion, check_cutoffs_fit_vocabulary
@@ -88,45 +89,55 @@ def cutoffs(value: Optional[str]) -> Optional[List[int]]:
     return None if value is None else utils.eval_str_list(value, type=int)
 
 
+def input_dim(cfg) -> int:
+    """The look-up table's width: --decoder-input-dim, default the model width."""
+    return cfg.decoder_input_dim or cfg.decoder_embed_dim
+
+
+def output_dim(cfg) -> int:
+    """The output layer's width: --decoder-output-dim, default the input width."""
+    return cfg.decoder_output_dim or input_dim(cfg)
+
+
+def build_output_layer(cfg, vocab_size: int, dim: int, embed_tokens: nn.Module):
+    """(adaptive softmax, output projection), one of them None: ``--adaptive-softmax-cutoff`` (tied to
+    ``embed_tokens`` with ``--tie-adaptive-weights``), else a ``dim`` -> vocabulary projection (tied
+    with ``--share-decoder-input-output-embed``). Also the DeLighT translation decoder's."""
+    if cfg.adaptive_softmax_cutoff is not None:
+        return AdaptiveSoftmax(vocab_size, dim, cutoffs(cfg.adaptive_softmax_cutoff),
+                               dropout=cfg.adaptive_softmax_dropout,
+                               adaptive_inputs=embed_tokens if cfg.tie_adaptive_weights else None,
+                               factor=cfg.adaptive_softmax_factor, tie_proj=cfg.tie_adaptive_proj), None
+    projection = nn.Linear(dim, vocab_size, bias=False)
+    if cfg.share_decoder_input_output_embed:
+        projection.weight = embed_tokens.weight
+    else:
+        nn.init.normal_(projection.weight, mean=0.0, std=dim**-0.5)
+    return None, projection
+
+
 class EfficientLMDecoder(FairseqIncrementalDecoder):
     def __init__(self, cfg: EfficientLMConfig, dictionary, model_cls):
         super().__init__(dictionary)
         self.cfg = cfg
         embed_dim = cfg.decoder_embed_dim
-        input_dim = cfg.decoder_input_dim or embed_dim
-        output_dim = cfg.decoder_output_dim or input_dim
         self.padding_idx = dictionary.pad()
         self.length_limit = model_cls.trained_length_limit(cfg)
 
         if cfg.adaptive_input:
-            self.embed_tokens = model_cls.build_adaptive_input(cfg, len(dictionary), self.padding_idx, input_dim)
+            self.embed_tokens = model_cls.build_adaptive_input(cfg, len(dictionary), self.padding_idx, input_dim(cfg))
         else:
-            self.embed_tokens = build_embedding(len(dictionary), input_dim, self.padding_idx)
-        self.embed_scale = 1.0 if cfg.no_scale_embedding else input_dim**0.5
+            self.embed_tokens = build_embedding(len(dictionary), input_dim(cfg), self.padding_idx)
+        self.embed_scale = model_cls.embedding_scale(cfg)
         self.input_transform = model_cls.build_input_transform(cfg)
         self.embed_positions = build_positions(cfg.position_scheme, embed_dim, cfg.max_target_positions)
         self.embedding_dropout = model_cls.build_embedding_dropout(cfg)
 
-        self.layers = nn.ModuleList(model_cls.build_blocks(cfg))
+        self.layers = block_stack(model_cls.build_blocks(cfg), cfg.checkpoint_activations)
         self.layer_norm = None if cfg.no_decoder_final_norm else model_cls.build_norm(cfg, embed_dim)
-        self.project_out_dim = (
-            nn.Linear(embed_dim, output_dim, bias=False)
-            if embed_dim != output_dim and not cfg.tie_adaptive_weights else None)
-
-        self.adaptive_softmax = None
-        self.output_projection = None
-        if cfg.adaptive_softmax_cutoff is not None:
-            self.adaptive_softmax = AdaptiveSoftmax(
-                len(dictionary), output_dim, cutoffs(cfg.adaptive_softmax_cutoff),
-                dropout=cfg.adaptive_softmax_dropout,
-                adaptive_inputs=self.embed_tokens if cfg.tie_adaptive_weights else None,
-                factor=cfg.adaptive_softmax_factor, tie_proj=cfg.tie_adaptive_proj)
-        else:
-            self.output_projection = nn.Linear(output_dim, len(dictionary), bias=False)
-            if cfg.share_decoder_input_output_embed:
-                self.output_projection.weight = self.embed_tokens.weight
-            else:
-                nn.init.normal_(self.output_projection.weight, mean=0.0, std=output_dim**-0.5)
+        self.project_out_dim = model_cls.build_project_out_dim(cfg)
+        self.adaptive_softmax, self.output_projection = build_output_layer(cfg, len(dictionary), output_dim(cfg),
+                                                                           self.embed_tokens)
 
     def embedding_modules(self) -> List[nn.Module]:
         return [m for m in (self.embed_tokens, self.input_transform, self.embed_positions) if m is not None]
@@ -160,12 +171,8 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
         x = self.embedding_dropout(x)
 
         inner_states = [x]
-        checkpoint = self.cfg.checkpoint_activations and self.training and incremental_state is None
         for layer in self.layers:
-            if checkpoint:
-                x = torch.utils.checkpoint.checkpoint(layer, x, ctx, use_reentrant=False)
-            else:
-                x = layer(x, ctx)
+            x = layer(x, ctx)
             if return_all_hiddens:
                 inner_states.append(x)
         if self.layer_norm is not None:
@@ -202,7 +209,7 @@ class EfficientLMDecoder(FairseqIncrementalDecoder):
 
 
 class EfficientLanguageModel(FairseqLanguageModel):
-    """Base class of every LM architecture. Subclasses implement ``build_block``.
+    """Base class of every LM architecture. Subclasses implement ``build_blocks``.
 
     ``presets`` maps a size name (tiny, small, base) to command-line flags that scale the
     registered defaults; benchmarks and the demo use the same name across architectures so
@@ -214,7 +221,9 @@ class EfficientLanguageModel(FairseqLanguageModel):
     field_flags: Dict[str, str] = {}
 
     @classmethod
-    def build_block(cls, cfg, layer_index: int) -> nn.Module:
+    def build_blocks(cls, cfg) -> List[nn.Module]:
+        """The stack, first block first: each ``block(x, ctx) -> x``. ``--checkpoint-activations`` is
+        applied to what this returns (``modules/recompute.py``)."""
         raise NotImplementedError
 
     @classmethod
@@ -228,21 +237,30 @@ class EfficientLanguageModel(FairseqLanguageModel):
         return None
 
     @classmethod
-    def build_blocks(cls, cfg) -> List[nn.Module]:
-        return [cls.build_block(cfg, i) for i in range(cfg.decoder_layers)]
-
-    @classmethod
     def build_input_transform(cls, cfg) -> Optional[nn.Module]:
-        input_dim = cfg.decoder_input_dim or cfg.decoder_embed_dim
-        if input_dim == cfg.decoder_embed_dim:
+        if input_dim(cfg) == cfg.decoder_embed_dim:
             return None
-        return nn.Linear(input_dim, cfg.decoder_embed_dim, bias=False)
+        return nn.Linear(input_dim(cfg), cfg.decoder_embed_dim, bias=False)
 
     @classmethod
     def build_adaptive_input(cls, cfg, vocab_size: int, padding_idx: int, input_dim: int) -> nn.Module:
         """The ``--adaptive-input`` look-up table (fairseq's ``AdaptiveInput``, no per-band scaling)."""
         return AdaptiveInputAnyDtype(vocab_size, padding_idx, input_dim, cfg.adaptive_input_factor, input_dim,
                              cutoffs(cfg.adaptive_input_cutoff), 0.0, 8)
+
+    @classmethod
+    def embedding_scale(cls, cfg) -> float:
+        """What looked-up vectors are multiplied by: sqrt(input width) unless --no-scale-embedding."""
+        return 1.0 if cfg.no_scale_embedding else input_dim(cfg)**0.5
+
+    @classmethod
+    def build_project_out_dim(cls, cfg) -> Optional[nn.Module]:
+        """The projection of the final features to --decoder-output-dim, the output layer's width (None:
+        they are that wide already). Dropped, as in fairseq, when tied adaptive weights take the
+        features at the model width."""
+        if cfg.decoder_embed_dim == output_dim(cfg) or cfg.tie_adaptive_weights:
+            return None
+        return nn.Linear(cfg.decoder_embed_dim, output_dim(cfg), bias=False)
 
     @classmethod
     def build_embedding_dropout(cls, cfg) -> nn.Module:
@@ -271,12 +289,10 @@ class EfficientLanguageModel(FairseqLanguageModel):
         if cfg.share_decoder_input_output_embed and (cfg.adaptive_input or cfg.adaptive_softmax_cutoff):
             raise error("share_decoder_input_output_embed", True,
                         "use --tie-adaptive-weights with adaptive input/softmax instead")
-        input_dim = cfg.decoder_input_dim or cfg.decoder_embed_dim
-        output_dim = cfg.decoder_output_dim or input_dim
-        if cfg.share_decoder_input_output_embed and input_dim != output_dim:
+        if cfg.share_decoder_input_output_embed and input_dim(cfg) != output_dim(cfg):
             raise error("share_decoder_input_output_embed", True,
-                        f"the tied output layer is the embedding table, so --decoder-input-dim ({input_dim}) "
-                        f"and --decoder-output-dim ({output_dim}) must be equal")
+                        f"the tied output layer is the embedding table, so --decoder-input-dim ({input_dim(cfg)}) "
+                        f"and --decoder-output-dim ({output_dim(cfg)}) must be equal")
         if cfg.tie_adaptive_weights:
             if not cfg.adaptive_input or cfg.adaptive_softmax_cutoff is None:
                 raise error("tie_adaptive_weights", True, "needs both --adaptive-input and --adaptive-softmax-cutoff")

@@ -77,7 +77,11 @@ class GAULanguageModel(EfficientLanguageModel):
             raise config_error("gau_qk_dim", cfg.gau_qk_dim, "must be even with --position-scheme rotary")
 
     @classmethod
-    def build_block(cls, cfg, layer_index):
+    def build_blocks(cls, cfg):
+        return [cls._block(cfg) for _ in range(cfg.decoder_layers)]
+
+    @classmethod
+    def _block(cls, cfg) -> GAUBlock:
         return GAUBlock(
             cfg.decoder_embed_dim, expansion_dim(cfg), cfg.gau_qk_dim, mode=str(cfg.gau_mode),
             group_size=cfg.gau_group_size, quad_scale_length=cfg.gau_quad_scale_length,

@@ -94,10 +94,15 @@ class HourglassLanguageModel(PlainLanguageModel):
     @classmethod
     def build_blocks(cls, cfg):
         """Full-resolution pre layers, the (recursive) shortened hierarchy as one module, post layers."""
-        structure = parse_structure(cfg.hourglass_structure)
-        pre, post = structure[0][0], structure[-1][0]
-        return ([cls.build_block(cfg, i) for i in range(pre)] + [cls.build_level(cfg, structure, 1)]
-                + [cls.build_block(cfg, pre + i) for i in range(post)])
+        return cls._around(cfg, parse_structure(cfg.hourglass_structure), 0)
+
+    @classmethod
+    def _around(cls, cfg, structure, depth: int) -> list:
+        """Level ``depth``'s layers before the next shorter level, that level, and its layers after it
+        (plain_lm's blocks, numbered within their level)."""
+        pre, post = structure[depth][0], structure[-1 - depth][0]
+        return ([cls._block(cfg, i) for i in range(pre)] + [cls.build_level(cfg, structure, depth + 1)]
+                + [cls._block(cfg, pre + i) for i in range(post)])
 
     @classmethod
     def build_level(cls, cfg, structure, depth: int) -> HourglassLevel:
@@ -105,11 +110,9 @@ class HourglassLanguageModel(PlainLanguageModel):
         input_stride = structure[depth - 1][1]
         factor = structure[depth][1] // input_stride
         if depth == middle:
-            layers = [cls.build_block(cfg, -1) for _ in range(structure[depth][0])]
+            layers = [cls._block(cfg, i) for i in range(structure[depth][0])]
         else:
-            pre, post = structure[depth][0], structure[-1 - depth][0]
-            layers = ([cls.build_block(cfg, -1) for _ in range(pre)] + [cls.build_level(cfg, structure, depth + 1)]
-                      + [cls.build_block(cfg, -1) for _ in range(post)])
+            layers = cls._around(cfg, structure, depth)
         expand, up_attention = build_upsampling(cfg, factor)
         return HourglassLevel(cfg.decoder_embed_dim, factor, input_stride, layers, build_shortening(cfg, factor),
                               expand, up_attention, cfg.dropout)

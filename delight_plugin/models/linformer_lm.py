@@ -111,12 +111,13 @@ class LinformerLanguageModel(PlainLanguageModel):
 
     @classmethod
     def build_blocks(cls, cfg) -> List[nn.Module]:
+        """``--linformer-sharing layerwise``: one compression, built first, for every layer."""
         layerwise = cfg.linformer_sharing == "layerwise" and not cfg.linformer_full_attention
         shared = cls.build_compression(cfg, 0, matrices=1) if layerwise else None
-        return [cls.build_block(cfg, i, shared) for i in range(cfg.decoder_layers)]
+        return [cls._block(cfg, i, shared) for i in range(cfg.decoder_layers)]
 
     @classmethod
-    def build_block(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> PreNormBlock:
+    def _block(cls, cfg, layer_index: int, shared: Optional[SequenceCompression] = None) -> PreNormBlock:
         """``shared``: the one compression of --linformer-sharing layerwise (built here if None)."""
         ffn = None if cfg.linformer_no_ffn else cls.build_ffn(cfg)  # before the attention: the order of its weights
         return PreNormBlock(cfg.decoder_embed_dim, cls.build_attention(cfg, layer_index, shared), ffn, cfg.dropout,

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
-import torch.utils.checkpoint
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel, register_model, register_model_architecture
 from fairseq.modules import FairseqDropout
 from fairseq.utils import safe_getattr
@@ -26,9 +25,10 @@ from ..modules.attention import BidirectionalSelfAttention
 from ..modules.cache import Seq2SeqContext
 from ..modules.linformer import BidirectionalLinformerAttention, SequenceCompression
 from ..modules.positions import build_positions
+from ..modules.recompute import block_stack
 from ..modules.source_attention import SourceAttention
 from ..reporting.stats import format_report, seq2seq_report
-from .efficient_lm import EfficientLMDecoder, build_embedding, config_error
+from .efficient_lm import EfficientLMDecoder, build_embedding, config_error, input_dim
 from .linformer_lm import LinformerLanguageModel, LinformerLMConfig, layer_slots, validate_linformer
 from .plain_lm import PlainLanguageModel
 from .validation import POSITIVE_INT, check, check_heads
@@ -124,7 +124,7 @@ class LinformerEncoder(FairseqEncoder):
         self.embed_scale = 1.0 if cfg.no_scale_embedding else dim**0.5
         self.embed_positions = build_positions(cfg.position_scheme, dim, cfg.max_source_positions)
         self.embedding_dropout = FairseqDropout(cfg.dropout, module_name="embedding_dropout")
-        self.layers = nn.ModuleList(EncoderLayerBuilder.build_blocks(EncoderView(cfg)))
+        self.layers = block_stack(EncoderLayerBuilder.build_blocks(EncoderView(cfg)), cfg.checkpoint_activations)
         self.layer_norm = nn.LayerNorm(dim)
 
     def embedding_modules(self) -> List[nn.Module]:
@@ -144,9 +144,8 @@ class LinformerEncoder(FairseqEncoder):
             x = x + self.embed_positions(positions)
         x = self.embedding_dropout(x)
         ctx = Seq2SeqContext(positions, padding_mask=padding_mask)
-        checkpoint = self.cfg.checkpoint_activations and self.training
         for layer in self.layers:
-            x = torch.utils.checkpoint.checkpoint(layer, x, ctx, use_reentrant=False) if checkpoint else layer(x, ctx)
+            x = layer(x, ctx)
         # Pads' rows are zeroed so that nothing reading the output can pick up what they computed.
         x = self.layer_norm(x).masked_fill(padding_mask[..., None], 0.0)
         return {
@@ -188,7 +187,7 @@ class LinformerTransformerModel(FairseqEncoderDecoderModel):
         if task.source_dictionary != task.target_dictionary:
             raise config_error("share_all_embeddings", True, "needs a joined dictionary "
                                                              "(fairseq-preprocess --joined-dictionary)")
-        decoder_input_dim = cfg.decoder_input_dim or cfg.decoder_embed_dim
+        decoder_input_dim = input_dim(cfg)
         if cfg.encoder_embed_dim != decoder_input_dim:
             raise config_error("share_all_embeddings", True, f"needs --encoder-embed-dim ({cfg.encoder_embed_dim}) "
                                                              f"= the decoder's input width ({decoder_input_dim})")

@@ -53,6 +53,10 @@ class PlainLanguageModel(EfficientLanguageModel):
         return FeedForward(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_fn, cfg.activation_dropout)
 
     @classmethod
-    def build_block(cls, cfg, layer_index):
+    def build_blocks(cls, cfg):
+        return [cls._block(cfg, i) for i in range(cfg.decoder_layers)]
+
+    @classmethod
+    def _block(cls, cfg, layer_index: int) -> PreNormBlock:
         attention = cls.build_attention(cfg, layer_index)  # before the FFN: the order its weights are drawn in
         return PreNormBlock(cfg.decoder_embed_dim, attention, cls.build_ffn(cfg), cfg.dropout)

@@ -2,11 +2,11 @@
 block of the Primer, Hourglass and Linformer LMs and of the Linformer translation model."""
 from typing import Optional
 
-import torch.utils.checkpoint
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
 from .cache import DecodingContext
+from .recompute import recomputed
 
 
 class PreNormBlock(nn.Module):
@@ -42,11 +42,8 @@ class PreNormBlock(nn.Module):
         return self.ffn(self.ffn_norm(x))
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
-        checkpoint = self.checkpoint_sublayers and self.training and ctx.incremental_state is None
-
         def sublayer(fn, *args):
-            out = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpoint else fn(*args)
-            return self.dropout(out)
+            return self.dropout(recomputed(self, ctx, fn, *args) if self.checkpoint_sublayers else fn(*args))
 
         x = x + sublayer(self._attend, x, ctx)
         if self.source_attention is not None:
