@@ -91,7 +91,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if dim % 2:
             raise ValueError(f"rotary dimension must be even, got {dim}")
-        self.dim = dim
+        self.dim, self.base = dim, base
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -100,9 +100,15 @@ class RotaryEmbedding(nn.Module):
         angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate ``x`` of shape [..., T, C] (C >= dim) by the angles of ``positions`` [T]."""
-        cos, sin = self.cos_sin(positions, x.dtype)
+    def forward(self, x: Tensor, positions: Tensor, ctx=None) -> Tensor:
+        """Rotate ``x`` of shape [..., T, C] (C >= dim) by the angles of ``positions`` [T]. ``ctx``: the
+        DecodingContext these positions are from; every block of its forward pass then shares one cos/sin
+        (a decoding step would otherwise compute them in each block, for a single position)."""
+        if ctx is not None and positions is ctx.positions:
+            key = ("rotary", self.dim, self.base, self.inv_freq.dtype, self.inv_freq.device, x.dtype)
+            cos, sin = ctx.shared(key, lambda: self.cos_sin(positions, x.dtype))
+        else:
+            cos, sin = self.cos_sin(positions, x.dtype)
         if not (torch.is_grad_enabled() and x.requires_grad):  # decoding: the Function's bookkeeping is overhead
             return rotate_pairs(x, cos, sin)
         return PairRotation.apply(x, cos, sin)
