@@ -120,7 +120,8 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attention_fn
     weights = attention_fn(logits)
     if mask is not None:
         weights = weights.masked_fill_(~mask, 0.0)
-    weights = F.dropout(weights, dropout_p, training)
+    if training and dropout_p:
+        weights = F.dropout(weights, dropout_p, training)
     return torch.matmul(weights, v)
 
 
