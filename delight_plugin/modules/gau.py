@@ -87,7 +87,7 @@ class CausalRelativeBias(nn.Module):
         table = self.bias.weight.view(-1)
         if torch.is_grad_enabled() and table.requires_grad:
             return BucketLookup.apply(table, buckets)
-        return table[buckets]  # inference: no Function to set up
+        return table.index_select(0, buckets.reshape(-1)).view(buckets.shape)  # inference: no Function needed
 
     def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
         """[Tq, Tk] bias for absolute positions (entries with key after query are masked anyway)."""
@@ -97,12 +97,11 @@ class CausalRelativeBias(nn.Module):
         """[count] bias of one query for the ``count`` keys up to its own position, oldest first
         (distances count - 1, ..., 0): a decoding step. The buckets of distances n - 1, ..., 0 are
         kept (grown by doubling), so a step slices them instead of computing them."""
-        table = self._reversed_buckets
-        if table is None or table.numel() < count or table.device != self.bias.weight.device:
-            n = max(count, 256, 2 * table.numel() if table is not None else 0)
-            table = self.bucket(torch.arange(n - 1, -1, -1, device=self.bias.weight.device))
-            self._reversed_buckets = table
-        return self.lookup(table[table.numel() - count:])
+        table, device = self._reversed_buckets, self.bias.weight.device
+        if table is None or len(table) < count or table.device != device:
+            n = max(count, 256, 2 * len(table) if table is not None else 0)
+            table = self._reversed_buckets = self.bucket(torch.arange(n - 1, -1, -1, device=device))
+        return self.lookup(table[len(table) - count:])
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attention_fn, mask: Optional[Tensor],
@@ -291,7 +290,7 @@ class GAUBlock(CachedModule):
             h, history = shift_tokens(h, cache.get("shift_history"))
             self.set_cache(ctx.incremental_state, {"shift_history": history})
         hidden = self.activation_dropout(F.silu(self.hidden_proj(h)))
-        u, v, z = hidden.split([self.expansion_dim, self.expansion_dim, self.qk_dim], dim=-1)
+        u, v, z = torch.split_with_sizes(hidden, [self.expansion_dim, self.expansion_dim, self.qk_dim], dim=-1)
         qk = torch.addcmul(self.qk_offset[:, None], z.unsqueeze(1), self.qk_scale[:, None])  # [B, num_qk, T, s]
         if self.rotary is not None:
             qk = self.rotary(qk, ctx.positions, ctx)
