@@ -108,6 +108,26 @@ def test_chunked_attention_equals_the_dense_float64_formula(flags):
     assert (got - want).abs().max().item() < 1e-10
 
 
+@pytest.mark.parametrize("flags", [
+    ["--linformer-sharing", "none"],
+    ["--linformer-method", "no-params", "--linformer-sharing", "headwise"],
+    ["--linformer-method", "convolution", "--linformer-sharing", "none", "--linformer-k", "10"],
+], ids=["learnable-none", "no-params-headwise", "convolution-none-k10"])
+def test_single_token_steps_equal_the_dense_float64_formula(flags):
+    """Decoding's one-position path (``compressed_attention_step``), from an empty state and after
+    a prompt, gives the dense formula's outputs."""
+    model = build(*flags).double().eval()
+    attn = model.decoder.layers[0].attention
+    x = torch.randn(2, 37, 32, dtype=torch.float64)
+    with torch.no_grad():
+        want = dense_reference(attn, x)
+        for prompt in (0, 13):
+            state = {}
+            outs = [attn(x[:, :prompt], DecodingContext(torch.arange(prompt), state))] if prompt else []
+            outs += [attn(x[:, t:t + 1], DecodingContext(torch.arange(t, t + 1), state)) for t in range(prompt, 37)]
+            assert (torch.cat(outs, 1) - want).abs().max().item() < 1e-10, f"after a prompt of {prompt}"
+
+
 def test_decoding_state_has_a_fixed_size_and_resumes_mid_sequence():
     """Two calls with a cache (positions 0..12, then 13..36) equal one call; the state is k x d_head
     per head whatever the length."""

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from delight_plugin.modules.positions import RotaryEmbedding
+from delight_plugin.modules.cache import DecodingContext
+from delight_plugin.modules.positions import RotaryEmbedding, rotate_pairs
 
 
 def complex_rotation(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -26,6 +27,22 @@ def test_rotary_matches_the_complex_formula_on_a_strided_input(dim, channels):
     # The frequencies are a float32 buffer, so the angles agree to ~1e-7 relative.
     torch.testing.assert_close(out, complex_rotation(x, positions, dim), rtol=0, atol=1e-6)
     assert torch.equal(out[..., dim:], x[..., dim:])
+
+
+@pytest.mark.parametrize("channels", [8, 12])
+def test_one_position_with_tables_shared_by_the_blocks_matches_the_complex_formula(channels):
+    """A decoding step (T = 1: ``rotate_one_position`` when all channels turn) with cos/sin shared
+    through the DecodingContext (the second block reads the first one's tables) gives what the
+    whole-sequence path gives, and the formula (to the float32 angles' ~1e-7 relative)."""
+    torch.manual_seed(3)
+    rotary = RotaryEmbedding(8).double()
+    for position in (0, 7, 1000):
+        ctx = DecodingContext(torch.tensor([position]))
+        for _ in range(2):
+            x = torch.randn(2, 3, 1, channels, dtype=torch.float64)
+            out = rotary(x, ctx.positions, ctx)
+            torch.testing.assert_close(out, rotate_pairs(x, *rotary.cos_sin(ctx.positions, x.dtype)), rtol=0, atol=1e-15)
+            torch.testing.assert_close(out, complex_rotation(x, ctx.positions, 8), rtol=0, atol=1e-8 * (position + 10))
 
 
 def test_rotated_dot_products_depend_only_on_the_distance():

@@ -57,7 +57,7 @@ class CausalSelfAttention(CachedModule):
         q, k, v = (t.view(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
                    for t in self.project_qkv(x, ctx, cache))
         if self.rotary is not None:
-            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+            q, k = self.rotary(q, ctx.positions, ctx), self.rotary(k, ctx.positions, ctx)
         return q, k, v
 
     def merge_heads(self, out: Tensor) -> Tensor:

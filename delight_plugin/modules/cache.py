@@ -7,7 +7,7 @@ first dimension is the batch, so beam search can reorder all of them generically
 ints, which it leaves alone). Histories that grow by a row per step use ``append_rows``; attention
 keys and values ``cached_keys_values``.
 """
-from typing import Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 from fairseq.incremental_decoding_utils import with_incremental_state
@@ -81,12 +81,20 @@ class DecodingContext:
     of tokens already decoded when ``incremental_state`` is given).
     """
 
-    __slots__ = ("positions", "incremental_state", "_offset")
+    __slots__ = ("positions", "incremental_state", "_offset", "_shared")
 
     def __init__(self, positions: Tensor, incremental_state: Optional[State] = None, offset: Optional[int] = None):
         self.positions = positions
         self.incremental_state = incremental_state
         self._offset = offset
+        self._shared: Dict[Hashable, Any] = {}
+
+    def shared(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per forward pass for all the blocks that ask with the same ``key``:
+        for what depends only on the positions (rotary cos/sin), which every block would recompute."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     @property
     def offset(self) -> int:

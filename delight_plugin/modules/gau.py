@@ -65,6 +65,7 @@ class CausalRelativeBias(nn.Module):
         super().__init__()
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, 1)
+        self._reversed_buckets: Optional[Tensor] = None  # see ``latest``
         # The paper's initializer, N(0, 0.02). Not zero: at initialisation q.k / L is ~1e-6, so
         # relu^2 attention and every gradient through it would vanish (relu^2 has zero slope at 0)
         # and the GAU would start, and under Adam's eps stay, switched off.
@@ -82,10 +83,25 @@ class CausalRelativeBias(nn.Module):
         key = f"{name}.bias.weight" if name else "bias.weight"
         state_dict.setdefault(key, torch.zeros_like(self.bias.weight))
 
+    def lookup(self, buckets: Tensor) -> Tensor:
+        table = self.bias.weight.view(-1)
+        if torch.is_grad_enabled() and table.requires_grad:
+            return BucketLookup.apply(table, buckets)
+        return table.index_select(0, buckets.reshape(-1)).view(buckets.shape)  # inference: no Function needed
+
     def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
         """[Tq, Tk] bias for absolute positions (entries with key after query are masked anyway)."""
-        buckets = self.bucket(query_positions[:, None] - key_positions[None, :])
-        return BucketLookup.apply(self.bias.weight.view(-1), buckets)
+        return self.lookup(self.bucket(query_positions[:, None] - key_positions[None, :]))
+
+    def latest(self, count: int) -> Tensor:
+        """[count] bias of one query for the ``count`` keys up to its own position, oldest first
+        (distances count - 1, ..., 0): a decoding step. The buckets of distances n - 1, ..., 0 are
+        kept (grown by doubling), so a step slices them instead of computing them."""
+        table, device = self._reversed_buckets, self.bias.weight.device
+        if table is None or len(table) < count or table.device != device:
+            n = max(count, 256, 2 * len(table) if table is not None else 0)
+            table = self._reversed_buckets = self.bucket(torch.arange(n - 1, -1, -1, device=device))
+        return self.lookup(table[len(table) - count:])
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attention_fn, mask: Optional[Tensor],
@@ -94,13 +110,17 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attention_fn
 
     The mask zeroes the weights, not the logits, because the Laplace function is not 0 at 0; in place,
     which autograd allows because neither function needs its output for the backward pass."""
-    logits = torch.matmul(q * scale, k.transpose(-1, -2))  # scaling q: fewer elements than the logits
-    if bias is not None:
-        logits = logits + bias
+    if bias is not None and q.dim() == 3:  # one fused product (the bias is broadcast)
+        logits = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
+    else:
+        logits = torch.matmul(q * scale, k.transpose(-1, -2))  # scaling q: fewer elements than the logits
+        if bias is not None:
+            logits = logits + bias
     weights = attention_fn(logits)
     if mask is not None:
         weights = weights.masked_fill_(~mask, 0.0)
-    weights = F.dropout(weights, dropout_p, training)
+    if training and dropout_p:
+        weights = F.dropout(weights, dropout_p, training)
     return torch.matmul(weights, v)
 
 
@@ -116,7 +136,9 @@ class QuadAttention(CachedModule):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, ctx: DecodingContext) -> Tensor:
         k, v = self.cached_keys_values(ctx.incremental_state, k, v, dim=1)
         bias = None
-        if self.relative_bias is not None:
+        if self.relative_bias is not None and q.size(1) == 1:  # one query, after all the keys
+            bias = self.relative_bias.latest(k.size(1))
+        elif self.relative_bias is not None:
             bias = self.relative_bias(ctx.positions, torch.arange(k.size(1), device=k.device))
         return masked_attention(q, k, v, self.scale, self.attention_fn, causal_mask(q.size(1), k.size(1), q.device),
                                 bias, self.dropout, self.training)
@@ -183,13 +205,12 @@ class ChunkedAttention(CachedModule):
 
     def read_token(self, quad_q, quad_k, lin_q, lin_k, v, ctx: DecodingContext, cache):
         """One token: attend to the current group's cached rows, add the sum over earlier groups."""
-        in_group = ctx.offset % self.group_size
         # The current group's rows, this one written in place after the cached ones.
         keys, values, lin_keys = (append_rows(cache, name, t, 1, self.group_size)
                                   for name, t in (("group_k", quad_k), ("group_v", v), ("group_lin_k", lin_k)))
-        key_positions = torch.arange(ctx.offset - in_group, ctx.offset + 1, device=v.device)
-        out = masked_attention(quad_q, keys, values, self.scale, self.attention_fn, None,
-                               self.local_bias(ctx.positions, key_positions), self.dropout, self.training)
+        bias = None if self.relative_bias is None else self.relative_bias.latest(keys.size(1))
+        out = masked_attention(quad_q, keys, values, self.scale, self.attention_fn, None, bias, self.dropout,
+                               self.training)
         if "earlier_kv" in cache:
             out = torch.baddbmm(out, lin_q, cache["earlier_kv"].to(out.dtype), alpha=self.scale)
         if keys.size(1) == self.group_size:  # the group is complete: fold it into the running sum
@@ -269,9 +290,9 @@ class GAUBlock(CachedModule):
             h, history = shift_tokens(h, cache.get("shift_history"))
             self.set_cache(ctx.incremental_state, {"shift_history": history})
         hidden = self.activation_dropout(F.silu(self.hidden_proj(h)))
-        u, v, z = hidden.split([self.expansion_dim, self.expansion_dim, self.qk_dim], dim=-1)
+        u, v, z = torch.split_with_sizes(hidden, [self.expansion_dim, self.expansion_dim, self.qk_dim], dim=-1)
         qk = torch.addcmul(self.qk_offset[:, None], z.unsqueeze(1), self.qk_scale[:, None])  # [B, num_qk, T, s]
         if self.rotary is not None:
-            qk = self.rotary(qk, ctx.positions)
+            qk = self.rotary(qk, ctx.positions, ctx)
         attended = self.attention(*qk.unbind(1), v, ctx)  # quad: (q, k, v); chunked: (q, k, lin_q, lin_k, v)
         return x + self.dropout(self.out_proj(u * attended))

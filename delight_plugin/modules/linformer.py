@@ -107,6 +107,36 @@ def prefix_compressed_attention(
     return out, weights, (key_state, value_state)
 
 
+def compressed_attention_step(
+    q: Tensor, k: Tensor, v: Tensor, e: Tensor, f: Tensor, scale, visible: Optional[Tensor],
+    state: Optional[Tuple[Tensor, Tensor]], dropout: float = 0.0,
+) -> Tuple[Tensor, Tensor, Tuple[Tensor, Tensor]]:
+    """``prefix_compressed_attention`` for a single position (a decoding step), without its chunks,
+    masks and prefix sums: the state gains the outer products e k^T and f v^T, then the query reads it.
+
+    q, k, v: [B, H, 1, D]; e, f: [H or 1, S, 1]; scale: a float (the per-query factor of the
+    non-convolution methods) or [1, S]; visible: [1, S] or None; state as there (None = none)."""
+    dim = q.size(-1)
+    if state is None:
+        key_state, value_state = accumulator(e * k), accumulator(f * v)  # [B, H, S, D]
+    else:
+        key_state, value_state = torch.addcmul(state[0], e, k), torch.addcmul(state[1], f, v)
+    row_scale = not torch.is_tensor(scale)
+    scores = torch.matmul(q * (scale / math.sqrt(dim)) if row_scale else q,
+                          key_state.to(q.dtype).transpose(-1, -2))  # [B, H, 1, S]
+    if not row_scale:
+        scores = scores * (scale / math.sqrt(dim))
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    read = F.dropout(weights, dropout) if dropout else weights
+    if row_scale:
+        out = torch.matmul(read, value_state.to(q.dtype)).mul_(scale)
+    else:
+        out = torch.matmul(read * scale, value_state.to(q.dtype))
+    return out, weights, (key_state, value_state)
+
+
 class SequenceCompression(nn.Module):
     """E in R^{k x N}: the weight with which position s enters each of the k slots.
 
@@ -161,6 +191,13 @@ class SequenceCompression(nn.Module):
         mixed = torch.einsum("bhnod,hode->bhnoe", blocks, self.mix)
         return mixed.flatten(2, 3)[:, :, lead:lead + length]
 
+    def step_scale(self, position: int, positions: Tensor, dtype: torch.dtype):
+        """``slot_scale`` of the single query at ``position`` (``positions`` = [position]), as a float
+        where it is one factor per query (no block): a decoding step then needs no tensor for it."""
+        if not self.block:
+            return (position + 1) ** -0.5, None
+        return self.slot_scale(positions, dtype)
+
     def slot_scale(self, positions: Tensor, dtype: torch.dtype) -> Tuple[Tensor, Optional[Tensor]]:
         """Per query and slot: the factor on its scores and values, and which slots are non-empty.
         ``positions`` [T]: each query's position (the last one it sees).
@@ -198,12 +235,17 @@ class CausalLinformerAttention(CausalSelfAttention):
         q, k, v = self.split_heads(x, ctx, cache)
         k = self.key_compression.mix_channels(k, start)
         v = self.value_compression.mix_channels(v, start)
-        scale, visible = self.key_compression.slot_scale(ctx.positions, q.dtype)
         state = (cache["keys"], cache["values"]) if "keys" in cache else None
-        out, weights, (keys, values) = prefix_compressed_attention(
-            q, k, v, self.key_compression.matrix(start, length).to(q.dtype),
-            self.value_compression.matrix(start, length).to(q.dtype), scale, visible, self.chunk_size,
-            state=state, dropout=self.dropout if self.training else 0.0)
+        e = self.key_compression.matrix(start, length).to(q.dtype)
+        f = self.value_compression.matrix(start, length).to(q.dtype)
+        dropout = self.dropout if self.training else 0.0
+        if length == 1 and ctx.incremental_state is not None:
+            scale, visible = self.key_compression.step_scale(start, ctx.positions, q.dtype)
+            out, weights, (keys, values) = compressed_attention_step(q, k, v, e, f, scale, visible, state, dropout)
+        else:
+            scale, visible = self.key_compression.slot_scale(ctx.positions, q.dtype)
+            out, weights, (keys, values) = prefix_compressed_attention(
+                q, k, v, e, f, scale, visible, self.chunk_size, state=state, dropout=dropout)
         if ctx.incremental_state is not None:
             self.set_cache(ctx.incremental_state, {"keys": keys, "values": values})
         if self.record_weights:

@@ -68,6 +68,14 @@ def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out
 
 
+def rotate_one_position(x: Tensor, cos2: Tensor, sin2: Tensor) -> Tensor:
+    """``rotate_pairs`` of x [..., 1, 2h] (no copied channels) given [cos, cos] and [-sin, sin] [1, 2h]:
+    x * cos2 + roll(x, h) * sin2, the same products and sums in three kernels. For a decoding step:
+    there the half-by-half writes cost more in views than they save (40 us against 15 us a call on
+    CPU for [1, 4, 1, 128]), for whole sequences they are 4x faster."""
+    return torch.addcmul(x * cos2, x.roll(x.size(-1) // 2, -1), sin2)
+
+
 class PairRotation(torch.autograd.Function):
     """``rotate_pairs`` with its own backward: a rotation's gradient is the rotation by the opposite
     angles, so the backward saves only cos and sin and costs what the forward does."""
@@ -91,7 +99,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if dim % 2:
             raise ValueError(f"rotary dimension must be even, got {dim}")
-        self.dim = dim
+        self.dim, self.base = dim, base
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -100,9 +108,25 @@ class RotaryEmbedding(nn.Module):
         angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate ``x`` of shape [..., T, C] (C >= dim) by the angles of ``positions`` [T]."""
-        cos, sin = self.cos_sin(positions, x.dtype)
-        if not (torch.is_grad_enabled() and x.requires_grad):  # decoding: the Function's bookkeeping is overhead
-            return rotate_pairs(x, cos, sin)
-        return PairRotation.apply(x, cos, sin)
+    def tables(self, positions: Tensor, dtype: torch.dtype, ctx=None, doubled: bool = False) -> Tuple[Tensor, Tensor]:
+        """``cos_sin`` (``doubled``: [cos, cos] and [-sin, sin], for ``rotate_one_position``), computed once
+        for all blocks of a forward pass when ``positions`` are those of its DecodingContext ``ctx``."""
+        def make():
+            cos, sin = self.cos_sin(positions, dtype)
+            return (torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)) if doubled else (cos, sin)
+
+        if ctx is None or positions is not ctx.positions:
+            return make()
+        return ctx.shared(("rotary", self.dim, self.base, self.inv_freq.dtype, self.inv_freq.device, dtype, doubled),
+                          make)
+
+    def forward(self, x: Tensor, positions: Tensor, ctx=None) -> Tensor:
+        """Rotate ``x`` of shape [..., T, C] (C >= dim) by the angles of ``positions`` [T]. ``ctx``: the
+        DecodingContext these positions are from; every block of its forward pass then shares one cos/sin
+        (a decoding step would otherwise compute them in each block, for a single position)."""
+        if torch.is_grad_enabled() and x.requires_grad:
+            return PairRotation.apply(x, *self.tables(positions, x.dtype, ctx))
+        # Without grad (decoding) the Function's bookkeeping is overhead.
+        if x.size(-2) == 1 and x.size(-1) == self.dim:
+            return rotate_one_position(x, *self.tables(positions, x.dtype, ctx, doubled=True))
+        return rotate_pairs(x, *self.tables(positions, x.dtype, ctx))

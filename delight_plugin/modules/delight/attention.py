@@ -38,7 +38,7 @@ class SingleHeadSelfAttention(CachedModule):
     def forward(self, x: Tensor, ctx: DecodingContext, padding_mask: Optional[Tensor] = None) -> Tensor:
         q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
         if self.rotary is not None:
-            q, k = self.rotary(q, ctx.positions), self.rotary(k, ctx.positions)
+            q, k = self.rotary(q, ctx.positions, ctx), self.rotary(k, ctx.positions, ctx)
         dropout = self.dropout if self.training else 0.0
         if not self.causal:
             return self.out_proj(_attend(q, k, v, keep_mask(padding_mask), False, dropout))
