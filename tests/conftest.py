@@ -36,3 +36,10 @@ def shared_data():
     if not harness.SHARED_DATA.is_dir():
         pytest.skip(f"{harness.SHARED_DATA} is absent (a fresh clone has no ../shared); this test needs the real corpora")
     return harness.SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests (each minutes of fairseq subprocesses) first, the rest in their order: xdist's
+    workers then end on short tests together instead of one finishing a memorisation run alone
+    (CI's 2-core run left a quarter of its CPU idle in that tail)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
