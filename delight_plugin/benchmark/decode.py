@@ -200,7 +200,9 @@ def markdown(rows: List[dict], opts: dict) -> str:
                 if row is None:
                     cells.append("-")
                 elif row.get("ms_per_token") is None:
-                    cells.append("error: " + next(iter(row["errors"].values()), "")[:50].replace("|", "/"))
+                    error = next(iter(row["errors"].values()), "")
+                    cells.append("skipped (failed at a shorter C)" if error.startswith("skipped:")
+                                 else "error: " + error[:60].replace("|", "/"))
                 else:
                     speedup = f" ({row['speedup']:.2f}x)" if row.get("speedup") and row["kind"] != "baseline" else ""
                     cells.append(f"{row['ms_per_token']:.2f}{speedup}")
