@@ -1,12 +1,12 @@
-"""Multi-head self-attention on ``F.scaled_dot_product_attention``: causal with a key/value cache
+"""Multi-head self-attention on scaled dot-product attention (dropout_attention.py): causal with a key/value cache
 (decoders, LMs), or over the whole sequence with a padding mask (translation encoders)."""
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import CachedModule, DecodingContext
+from .dropout_attention import scaled_dot_product_attention
 from .positions import RotaryEmbedding
 
 
@@ -71,7 +71,7 @@ class CausalSelfAttention(CachedModule):
         q, k, v = self.split_heads(x, ctx, cache)
         k, v = self.cached_keys_values(ctx.incremental_state, k, v, dim=2, cache=cache)
         past = k.size(2) - seq_len
-        out = F.scaled_dot_product_attention(
+        out = scaled_dot_product_attention(
             q, k, v,
             attn_mask=causal_mask(seq_len, k.size(2), x.device) if past else None,
             is_causal=past == 0 and seq_len > 1,
@@ -86,6 +86,6 @@ class BidirectionalSelfAttention(CausalSelfAttention):
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
         q, k, v = self.split_heads(x, ctx, {})
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep_mask(getattr(ctx, "padding_mask", None)),
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = scaled_dot_product_attention(q, k, v, attn_mask=keep_mask(getattr(ctx, "padding_mask", None)),
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.merge_heads(out)

@@ -1,20 +1,21 @@
 """Single-head attention of the DeLighT block: self-attention on the DExTra output (d_m/2 wide) and
-encoder-decoder attention from the d_m-wide stream, both on ``F.scaled_dot_product_attention``."""
+encoder-decoder attention from the d_m-wide stream, both on scaled dot-product attention (causal
+self-attention with dropout on CPU: dropout_attention.py)."""
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import causal_mask, keep_mask
 from ..cache import CachedModule, DecodingContext
+from ..dropout_attention import scaled_dot_product_attention
 from ..positions import RotaryEmbedding
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], causal: bool, dropout: float) -> Tensor:
     """[B, T, C] x [B, S, C] -> [B, T, C] with one head (scale C^-1/2, softmax in float in SDPA)."""
-    out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
-                                         attn_mask=mask, is_causal=causal, dropout_p=dropout)
+    out = scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
+                                       attn_mask=mask, is_causal=causal, dropout_p=dropout)
     return out.squeeze(1)
 
 
