@@ -51,8 +51,9 @@ def main(argv=None):
                 module.decoder(tokens[:, : args.context + t + 1], incremental_state=state)
             if args.floor:
                 step, floor = step_and_floor(module, tokens, args.context, args.steps, opts)
+                ops = ops_per_step(module, tokens, args.context, opts)
                 print(f"{subject.name} at C = {args.context}, batch {args.batch_size}: step {step:.2f} ms, "
-                      f"weight matrices alone {floor:.2f} ms (medians of {args.steps})")
+                      f"weight matrices alone {floor:.2f} ms (medians of {args.steps}), {ops} aten ops per step")
                 continue
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 start = time.perf_counter()
@@ -94,6 +95,27 @@ def step_and_floor(module, tokens, context: int, steps: int, opts):
             step_ms.append((middle - start) * 1000)
             floor_ms.append((end - middle) * 1000)
     return statistics.median(step_ms), statistics.median(floor_ms)
+
+
+def ops_per_step(module, tokens, context: int, opts) -> int:
+    """How many aten operators (views included) one decoding step dispatches: what per-op overhead
+    multiplies."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from delight_plugin.benchmark import decode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    state = decode.reach_context(module, tokens, context, opts)
+    module.decoder(tokens[:, : context + 1], incremental_state=state)
+    with Count():
+        module.decoder(tokens[:, : context + 2], incremental_state=state)
+    return Count.calls
 
 
 if __name__ == "__main__":
