@@ -40,7 +40,8 @@ def main(argv=None):
     opts = decode.DecodeOptions(contexts=[args.context], steps=args.steps)
     subjects = fairseq_subjects(args.archs, args.size, opts.vocab_size, torch.device("cpu"), torch.float32)
     g = torch.Generator().manual_seed(1)
-    tokens = torch.randint(4, opts.vocab_size, (args.batch_size, args.context + 4 + args.steps), generator=g)
+    # one token more than the timed steps need: --floor counts the ops of the step after them
+    tokens = torch.randint(4, opts.vocab_size, (args.batch_size, args.context + 5 + args.steps), generator=g)
     for subject in subjects:
         if subject.name not in args.archs:
             continue
@@ -50,8 +51,8 @@ def main(argv=None):
             for t in range(4):
                 module.decoder(tokens[:, : args.context + t + 1], incremental_state=state)
             if args.floor:
-                step, floor = step_and_floor(module, tokens, args.context, args.steps, opts)
-                ops = ops_per_step(module, tokens, args.context, opts)
+                step, floor = step_and_floor(module, tokens, state, args.context + 4, args.steps)
+                ops = ops_per_step(module, tokens[:, : args.context + 5 + args.steps], state)
                 print(f"{subject.name} at C = {args.context}, batch {args.batch_size}: step {step:.2f} ms, "
                       f"weight matrices alone {floor:.2f} ms (medians of {args.steps}), {ops} aten ops per step")
                 continue
@@ -65,44 +66,36 @@ def main(argv=None):
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
-def step_and_floor(module, tokens, context: int, steps: int, opts):
-    """Median ms of a decoding step and of its matrix products alone (a zero token through every
-    nn.Linear and the output projection), alternated step by step so that load affects both alike."""
+def step_and_floor(module, tokens, state, first: int, steps: int):
+    """Median ms of ``steps`` decoding steps after the ``first`` cached tokens of ``state`` and of the
+    same step's matrix products alone (a zero token through every nn.Linear, the output projection
+    included), alternated step by step so that load affects both alike."""
     import statistics
 
     import torch
     import torch.nn.functional as F
 
-    from delight_plugin.benchmark import decode
-
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-    projection = getattr(module.decoder, "output_projection", None)
-    output = projection.weight if isinstance(projection, torch.nn.Linear) else module.decoder.embed_tokens.weight
-    inputs = [torch.zeros(tokens.size(0), 1, m.in_features) for m in linears]
-    output_input = torch.zeros(tokens.size(0), 1, output.size(1))
-    state = decode.reach_context(module, tokens, context, opts)
+    weights = [(m.weight, m.bias) for m in linears]
+    if not isinstance(getattr(module.decoder, "output_projection", None), torch.nn.Linear):
+        weights.append((module.decoder.embed_tokens.weight, None))  # a projection tied as a parameter
+    inputs = [torch.zeros(tokens.size(0), 1, w.size(1)) for w, _ in weights]
     step_ms, floor_ms = [], []
-    for t in range(4 + steps):
+    for t in range(first, first + steps):
         start = time.perf_counter()
-        module.decoder(tokens[:, : context + t + 1], incremental_state=state)
+        module.decoder(tokens[:, : t + 1], incremental_state=state)
         middle = time.perf_counter()
-        for linear, x in zip(linears, inputs):
-            F.linear(x, linear.weight, linear.bias)
-        if not (isinstance(projection, torch.nn.Linear) and projection in linears):
-            F.linear(output_input, output)
-        end = time.perf_counter()
-        if t >= 4:
-            step_ms.append((middle - start) * 1000)
-            floor_ms.append((end - middle) * 1000)
+        for (weight, bias), x in zip(weights, inputs):
+            F.linear(x, weight, bias)
+        step_ms.append((middle - start) * 1000)
+        floor_ms.append((time.perf_counter() - middle) * 1000)
     return statistics.median(step_ms), statistics.median(floor_ms)
 
 
-def ops_per_step(module, tokens, context: int, opts) -> int:
-    """How many aten operators (views included) one decoding step dispatches: what per-op overhead
-    multiplies."""
+def ops_per_step(module, prefix, state) -> int:
+    """How many aten operators (views included) the decoding step of ``prefix``'s last token
+    dispatches after ``state``: what per-op overhead multiplies."""
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from delight_plugin.benchmark import decode
 
     class Count(TorchDispatchMode):
         calls = 0
@@ -111,10 +104,8 @@ def ops_per_step(module, tokens, context: int, opts) -> int:
             Count.calls += 1
             return func(*args, **(kwargs or {}))
 
-    state = decode.reach_context(module, tokens, context, opts)
-    module.decoder(tokens[:, : context + 1], incremental_state=state)
     with Count():
-        module.decoder(tokens[:, : context + 2], incremental_state=state)
+        module.decoder(prefix, incremental_state=state)
     return Count.calls
 
 
