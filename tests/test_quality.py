@@ -145,6 +145,22 @@ def test_a_diagnostic_variant_runs_once_at_the_middle_learning_rate():
     assert study.plan([result("word", diagnostic, 2e-3, 8.0)], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
 
 
+def test_a_full_budget_diagnostic_waits_for_its_parents_sweep_then_runs_one_final_at_its_best_lr():
+    grid = [1e-3, 2e-3, 4e-3]
+    (diagnostic, parent), = study.FULL_BUDGET_DIAGNOSTICS.items()
+    assert study.plan([], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
+    partial = [result("word", parent, 1e-3, 9.0), result("word", parent, 2e-3, 8.0)]
+    assert study.plan(partial, ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
+    swept = partial + [result("word", parent, 4e-3, 8.5)]
+    assert study.plan(swept, ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == [] or \
+        not study.PAPER_LRS.get(parent)  # the parent's paper learning rate is part of its sweep
+    swept += [result("word", parent, lr, 8.6) for lr in study.PAPER_LRS.get(parent, ())]
+    runs = study.plan(swept, ["word"], [diagnostic], grid, [1, 2, 3], REGIMES)
+    assert [(r.variant, r.phase, r.lr, r.seed, r.tokens) for r in runs] == [(diagnostic, "final", 2e-3, 1, 300)]
+    finished = swept + [result("word", diagnostic, 2e-3, 7.9, "final", 1, 300, 8.0)]
+    assert study.plan(finished, ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
+
+
 def test_processes_sharing_a_work_directory_binarise_its_data_once(tmp_path, monkeypatch):
     """Two study processes (--variants halves) start together: the second waits for the first's
     binarisation instead of running fairseq-preprocess into the same directory (it failed so)."""

@@ -95,11 +95,18 @@ VARIANTS: Dict[str, tuple] = {
     "delight_transformer_lm-paper-dropouts": ("delight_transformer_lm", []),
     "gau_lm_flash-unscaled-embedding": ("gau_lm_flash", ["--no-scale-embedding"]),
     "transformer_lm-unscaled-embedding": (BASELINE, ["--no-scale-embedding"]),
+    "delight_transformer_lm-4blocks-map256": ("delight_transformer_lm", [
+        "--delight-dec-layers", "4", "--delight-emb-map-dim", "256", *DELIGHT_MATCHED_DROPOUT]),
 }
 # Diagnostic variants ask one question of their parent (does the bias or the embedding scale explain
 # its gap?): one sweep run at the grid's middle learning rate, beside the parent's run there.
 DIAGNOSTICS = ("gau_lm-no-bias", "gau_lm-unscaled-embedding", "delight_transformer_lm-paper-dropouts",
                "gau_lm_flash-unscaled-embedding", "transformer_lm-unscaled-embedding")
+# Full-budget diagnostics ask a question the short sweep cannot (a gap that opens late): one final
+# run, first seed, at their parent's best sweep learning rate. DeLighT predicts through its map dim
+# (128 at `small`, so adaptive-softmax tails of 32 and 8 dims against the baseline's 64 and 16);
+# map256 predicts through the model width instead.
+FULL_BUDGET_DIAGNOSTICS = {"delight_transformer_lm-4blocks-map256": "delight_transformer_lm-4blocks"}
 LR_GRID = (5e-4, 1e-3, 2e-3)
 # Papers' own learning rates, swept besides the grid: DeLighT's reference rule for WikiText-103,
 # min(round(1024 / d_m * 0.002, 3), 0.01), is 0.008 at the `small` preset's d_m = 256.
@@ -397,6 +404,17 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
         regime = regime_table[name]
         for variant in variants:
             follow = "word" if regime.characters and "word" in regimes else None
+            if variant in FULL_BUDGET_DIAGNOSTICS:
+                lr = best_lr(results, name, FULL_BUDGET_DIAGNOSTICS[variant])
+                if lr is not None:  # known once the parent has a sweep result
+                    parent_sweep = sweep_lrs(results, name, FULL_BUDGET_DIAGNOSTICS[variant], grid, extend, follow)
+                    swept = {r["lr"] for r in results if (r["regime"], r["variant"], r["phase"])
+                             == (name, FULL_BUDGET_DIAGNOSTICS[variant], "sweep")}
+                    run = Run(name, variant, lr, seeds[0], regime.final_tokens, "final")
+                    if parent_sweep is not None and set(parent_sweep) <= swept and \
+                            (run.regime, run.variant, run.lr, run.seed, run.tokens, run.phase) not in done:
+                        todo.append(run)
+                continue
             if variant in DIAGNOSTICS:
                 run = Run(name, variant, grid[len(grid) // 2], seeds[0], regime.sweep_tokens, "sweep")
                 todo += [] if (run.regime, run.variant, run.lr, run.seed, run.tokens, run.phase) in done else [run]
@@ -464,7 +482,7 @@ def main(argv=None):
     if not args.render_only and not args.plan:
         run_study(args, regimes, root)
     every = load_results(root)
-    results = [r for r in every if r["regime"] in regimes and r["variant"] in args.variants]
+    results = [r for r in every if r["regime"] in regimes]  # a diagnostic needs its parent's sweep
     if args.plan:
         for run in plan(results, list(regimes), args.variants, args.lrs, args.seeds, regimes, not args.no_extend):
             print(f"{run.phase:5} {run.regime:4} {run.variant:30} lr {run.lr:g} seed {run.seed} tokens {run.tokens:,}")
