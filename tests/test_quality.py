@@ -84,10 +84,11 @@ def test_summary_table_and_figures(tmp_path):
         run["curve"] = curve
     meta = {"regimes": {"word": {"unit": "ppl", "tokens_per_sample": 512, "sweep_tokens": 100, "final_tokens": 300,
                                  "valid_head_tokens": 50}}, "seeds": [1, 2]}
-    text = quality.write_results(runs, meta, tmp_path, "quality-study", "transformer_lm")
+    text = quality.write_results(runs, meta, tmp_path, "quality-study", "transformer_lm", ["plain_lm"])
     # 2^7 = 128 and 2^8 = 256: mean 192, sample std 90.5; plain_lm 2^7.5 = 181 on both seeds
-    assert "| plain_lm | 3 | 2.00M | 0.002 | 2 | 137.2 ± 0.0 (137.2-137.2) | 181.0 ± 0.0 (181.0-181.0) | 0.943x |" in text
-    assert "| transformer_lm | 3 | 2.00M | 0.002 | 2 | 128.0 ± 0.0 (128.0-128.0) | 192.0 ± 90.5 (128.0-256.0) | 1.000x |" in text
+    assert "| test vs transformer_lm | test vs plain_lm | train s |" in text
+    assert "| plain_lm | 3 | 2.00M | 0.002 | 2 | 137.2 ± 0.0 (137.2-137.2) | 181.0 ± 0.0 (181.0-181.0) | 0.943x | 1.000x |" in text
+    assert "| transformer_lm | 3 | 2.00M | 0.002 | 2 | 128.0 ± 0.0 (128.0-128.0) | 192.0 ± 90.5 (128.0-256.0) | 1.000x | 1.061x |" in text
     assert "| plain_lm | 238.9 | **207.9** |" in text  # the sweep, best learning rate in bold
     saved = json.loads((tmp_path / "quality-study.json").read_text())
     assert saved["summary"]["word"]["plain_lm"]["test"]["n"] == 2
@@ -145,7 +146,7 @@ def test_a_diagnostic_variant_runs_once_at_the_middle_learning_rate():
     assert study.plan([result("word", diagnostic, 2e-3, 8.0)], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
 
 
-def test_a_full_budget_diagnostic_waits_for_its_parents_sweep_then_runs_one_final_at_its_best_lr():
+def test_a_full_budget_diagnostic_waits_for_its_parents_sweep_then_runs_its_finals_at_its_best_lr():
     grid = [1e-3, 2e-3, 4e-3]
     (diagnostic, parent), = study.FULL_BUDGET_DIAGNOSTICS.items()
     assert study.plan([], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
@@ -156,8 +157,11 @@ def test_a_full_budget_diagnostic_waits_for_its_parents_sweep_then_runs_one_fina
         not study.PAPER_LRS.get(parent)  # the parent's paper learning rate is part of its sweep
     swept += [result("word", parent, lr, 8.6) for lr in study.PAPER_LRS.get(parent, ())]
     runs = study.plan(swept, ["word"], [diagnostic], grid, [1, 2, 3], REGIMES)
-    assert [(r.variant, r.phase, r.lr, r.seed, r.tokens) for r in runs] == [(diagnostic, "final", 2e-3, 1, 300)]
+    assert [(r.variant, r.phase, r.lr, r.seed, r.tokens) for r in runs] == [
+        (diagnostic, "final", 2e-3, seed, 300) for seed in (1, 2, 3)]
     finished = swept + [result("word", diagnostic, 2e-3, 7.9, "final", 1, 300, 8.0)]
+    assert [r.seed for r in study.plan(finished, ["word"], [diagnostic], grid, [1, 2, 3], REGIMES)] == [2, 3]
+    finished += [result("word", diagnostic, 2e-3, 7.9, "final", seed, 300, 8.0) for seed in (2, 3)]
     assert study.plan(finished, ["word"], [diagnostic], grid, [1, 2, 3], REGIMES) == []
 
 

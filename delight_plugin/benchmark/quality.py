@@ -7,7 +7,7 @@ import math
 import re
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 EVAL_LINE = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
 PARAMS_LINE = re.compile(r"num\. shared model params: ([\d,]+)")
@@ -97,9 +97,9 @@ def summarise(runs: List[dict], unit: str) -> Dict[str, dict]:
     return summary
 
 
-def build_result(runs: List[dict], meta: dict, baseline: str) -> dict:
+def build_result(runs: List[dict], meta: dict, baseline: str, also_against: Sequence[str] = ()) -> dict:
     regimes = meta.get("regimes", {})
-    return {"meta": meta, "baseline": baseline, "runs": runs,
+    return {"meta": meta, "baseline": baseline, "also_against": list(also_against), "runs": runs,
             "summary": {name: summarise([r for r in runs if r["regime"] == name], regime["unit"])
                         for name, regime in regimes.items()}}
 
@@ -135,22 +135,23 @@ def _sweep_lines(summary: dict, regime: dict, meta: dict, baseline: str, fmt: st
     return lines + [""]
 
 
-def _final_lines(finals: dict, regime: dict, baseline: str, fmt: str) -> List[str]:
+def _final_lines(finals: dict, regime: dict, references: Sequence[str], fmt: str) -> List[str]:
     unit = regime["unit"]
     lines = [f"Final runs: {regime['final_tokens']:,} training tokens at the best sweep learning rate; "
              f"mean ± standard deviation (lowest-highest) over seeds; fairseq-eval-lm with a context window "
              f"of {regime['tokens_per_sample'] // 2} tokens.", ""]
     if not finals:
         return lines + ["(no final run has finished yet)", ""]
-    base = finals.get(baseline, {}).get("test")
-    lines += [f"| variant | non-embedding params | MACs/token | lr | seeds | valid {unit} | test {unit} | test vs {baseline} | train s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    bases = {name: finals[name]["test"] for name in references if finals.get(name, {}).get("test")}
+    lines += [f"| variant | non-embedding params | MACs/token | lr | seeds | valid {unit} | test {unit} | "
+              + "".join(f"test vs {name} | " for name in bases) + "train s |", "|---" * (8 + len(bases)) + "|"]
     for variant, row in sorted(finals.items(), key=lambda kv: kv[1]["test"]["mean"] if kv[1]["test"] else 1e9):
-        ratio = f"{row['test']['mean'] / base['mean']:.3f}x" if base and row["test"] else "-"
+        ratios = "".join((f"{row['test']['mean'] / base['mean']:.3f}x" if row["test"] else "-") + " | "
+                         for base in bases.values())
         lines.append(f"| {variant} | {_num(row['non_embedding_params'], '{:,}')} | "
                      f"{_num(row['macs_per_token'] / 1e6 if row['macs_per_token'] else None, '{:.2f}M')} | "
                      f"{row['final_lr']:g} | {len(row['seeds'])} | {_with_spread(row['valid'], fmt)} | "
-                     f"{_with_spread(row['test'], fmt)} | {ratio} | {_num(row['train_seconds'], '{:,.0f}')} |")
+                     f"{_with_spread(row['test'], fmt)} | {ratios}{_num(row['train_seconds'], '{:,.0f}')} |")
     return lines + [""]
 
 
@@ -172,7 +173,7 @@ def markdown(result: dict, headline: bool = False) -> str:
         if not (headline and finals):
             lines += _sweep_lines(summary, regime, meta, baseline, fmt)
         if any(row["sweep"] for row in summary.values()):
-            lines += _final_lines(finals, regime, baseline, fmt)
+            lines += _final_lines(finals, regime, [baseline, *result.get("also_against", [])], fmt)
     return "\n".join(lines) + "\n"
 
 
@@ -223,9 +224,11 @@ def plot(result: dict, regime: str, path: Path) -> Optional[Path]:
     return path
 
 
-def write_results(runs: List[dict], meta: dict, out_dir: Path, stem: str, baseline: str) -> str:
+def write_results(runs: List[dict], meta: dict, out_dir: Path, stem: str, baseline: str,
+                  also_against: Sequence[str] = ()) -> str:
+    """``also_against``: variants the final runs are compared with besides ``baseline``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = build_result(runs, meta, baseline)
+    result = build_result(runs, meta, baseline, also_against)
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1, sort_keys=True))
     text = markdown(result)
     (out_dir / f"{stem}.md").write_text(text)
