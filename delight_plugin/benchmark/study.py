@@ -477,7 +477,10 @@ def main(argv=None):
     root = args.work_dir / "runs"
     root.mkdir(parents=True, exist_ok=True)
     import_committed(args.results_dir / f"{args.stem}.json", root)
-    meta = {"command": "python -m delight_plugin.benchmark.study " + " ".join(argv if argv is not None else sys.argv[1:]),
+    # The results are every finished run's, whichever invocation ran it: the command that produces them
+    # is the whole study (resumed across sittings); this invocation is recorded besides it.
+    meta = {"command": "python -m delight_plugin.benchmark.study",
+            "invocation": "python -m delight_plugin.benchmark.study " + " ".join(argv if argv is not None else sys.argv[1:]),
             "size": args.size, "threads_per_run": args.threads, "jobs": args.jobs, "corpus": str(args.corpus.name),
             "machine": machine(), "regimes": {n: asdict(r) for n, r in regimes.items()}, "warmup_updates": WARMUP_UPDATES,
             "dropout": DROPOUT, "lr_grid": args.lrs, "seeds": args.seeds}
