@@ -139,6 +139,17 @@ def test_a_fresh_work_directory_resumes_from_the_committed_results(tmp_path):
     assert planned(study.load_results(root), regimes=("word",))[0] == ("final", "word", 2e-3, 1)
 
 
+def test_later_seeds_add_final_runs_and_never_a_second_sweep():
+    """`--seeds 2 3` after seed 1's sweep: finals at the sweep's best learning rate. A sweep run at
+    another seed (an earlier version ran them so) chooses nothing and is not in the sweep table."""
+    sweep = [result("word", "plain_lm", lr, loss) for lr, loss in ((1e-3, 8.0), (2e-3, 7.0), (4e-3, 7.5))]
+    assert planned([], ("word",), seeds=(2, 3))[0] == ("sweep", "word", 2e-3, 1)
+    stray = result("word", "plain_lm", 1e-3, 6.0, seed=2)  # better than every seed-1 run
+    assert planned(sweep + [stray], ("word",), seeds=(2, 3)) == [("final", "word", 2e-3, 2), ("final", "word", 2e-3, 3)]
+    summary = quality.summarise(sweep + [stray], "ppl", sweep_seed=study.SWEEP_SEED)
+    assert summary["plain_lm"]["sweep"]["0.001"] == pytest.approx(2 ** 8.0)
+
+
 def test_a_diagnostic_variant_runs_once_at_the_middle_learning_rate():
     grid, diagnostic = [1e-3, 2e-3, 4e-3], study.DIAGNOSTICS[0]
     runs = study.plan([], ["word"], [diagnostic], grid, [1, 2, 3], REGIMES)

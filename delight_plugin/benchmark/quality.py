@@ -71,7 +71,7 @@ def spread(values: List[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def summarise(runs: List[dict], unit: str) -> Dict[str, dict]:
+def summarise(runs: List[dict], unit: str, sweep_seed: Optional[int] = None) -> Dict[str, dict]:
     """Per variant: the sweep (lr -> valid) and the final runs' mean and spread over seeds."""
     summary: Dict[str, dict] = {}
     for run in runs:
@@ -81,7 +81,8 @@ def summarise(runs: List[dict], unit: str) -> Dict[str, dict]:
                                                   "non_embedding_params": run.get("non_embedding_params"),
                                                   "macs_per_token": run.get("macs_per_token")})
         if run["phase"] == "sweep":
-            row["sweep"][f"{run['lr']:g}"] = reported(run["valid"]["loss"], unit)
+            if sweep_seed is None or run["seed"] == sweep_seed:  # a sweep at another seed is not the sweep
+                row["sweep"][f"{run['lr']:g}"] = reported(run["valid"]["loss"], unit)
         else:
             row["final"].append(run)
     for row in summary.values():
@@ -100,7 +101,7 @@ def summarise(runs: List[dict], unit: str) -> Dict[str, dict]:
 def build_result(runs: List[dict], meta: dict, baseline: str, also_against: Sequence[str] = ()) -> dict:
     regimes = meta.get("regimes", {})
     return {"meta": meta, "baseline": baseline, "also_against": list(also_against), "runs": runs,
-            "summary": {name: summarise([r for r in runs if r["regime"] == name], regime["unit"])
+            "summary": {name: summarise([r for r in runs if r["regime"] == name], regime["unit"], meta.get("sweep_seed"))
                         for name, regime in regimes.items()}}
 
 
@@ -122,7 +123,7 @@ def _with_spread(stats: Optional[dict], fmt: str) -> str:
 
 def _sweep_lines(summary: dict, regime: dict, meta: dict, baseline: str, fmt: str) -> List[str]:
     lines = [f"Learning-rate sweep: valid {regime['unit']} after {regime['sweep_tokens']:,} training tokens, seed "
-             f"{meta.get('seeds', [1])[0]} (fairseq-eval-lm on the whole validation set, no context window).", ""]
+             f"{meta.get('sweep_seed', meta.get('seeds', [1])[0])} (fairseq-eval-lm on the whole validation set, no context window).", ""]
     lrs = sorted({lr for row in summary.values() for lr in row["sweep"]}, key=float)
     if not lrs:
         return lines + ["(no run has finished yet)", ""]

@@ -115,6 +115,9 @@ LR_GRID = (5e-4, 1e-3, 2e-3)
 # min(round(1024 / d_m * 0.002, 3), 0.01), is 0.008 at the `small` preset's d_m = 256.
 PAPER_LRS = {"delight_transformer_lm": (0.008,), "delight_transformer_lm-4blocks": (0.008,)}
 SEEDS = (1, 2, 3)
+# Sweeps (and sweep diagnostics) run at this seed whichever final seeds an invocation asks for, and
+# only runs at it choose learning rates: `--seeds 2 3` adds final runs, never a second sweep.
+SWEEP_SEED = 1
 WARMUP_UPDATES = 100
 DROPOUT = 0.1  # fairseq's default; the budgets are under one epoch, so the recipe's 0.3 only slows learning
 CURVE_POINTS = 10
@@ -366,8 +369,13 @@ def load_results(root: Path) -> List[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*/result.json"))]
 
 
-def best_lr(results: List[dict], regime: str, variant: str, phase: str = "sweep") -> Optional[float]:
-    rows = [r for r in results if (r["regime"], r["variant"], r["phase"]) == (regime, variant, phase) and r.get("valid")]
+def sweep_results(results: List[dict], regime: str, variant: str) -> List[dict]:
+    return [r for r in results if (r["regime"], r["variant"], r["phase"], r["seed"]) == (regime, variant, "sweep", SWEEP_SEED)
+            and r.get("valid")]
+
+
+def best_lr(results: List[dict], regime: str, variant: str) -> Optional[float]:
+    rows = sweep_results(results, regime, variant)
     return min(rows, key=lambda r: r["valid"]["loss"])["lr"] if rows else None
 
 
@@ -377,8 +385,7 @@ def sweep_lrs(results: List[dict], regime: str, variant: str, grid: List[float],
     ``follow``s another (characters follow words) takes that regime's best learning rate and its
     better neighbour, once that sweep is complete (None until then)."""
     def losses(name):
-        return {r["lr"]: r["valid"]["loss"] for r in results
-                if (r["regime"], r["variant"], r["phase"]) == (name, variant, "sweep") and r.get("valid")}
+        return {r["lr"]: r["valid"]["loss"] for r in sweep_results(results, name, variant)}
 
     if follow is not None:
         leader, done = sweep_lrs(results, follow, variant, grid, extend), losses(follow)
@@ -411,20 +418,19 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
                 lr = best_lr(results, name, FULL_BUDGET_DIAGNOSTICS[variant])
                 if lr is not None:  # known once the parent has a sweep result
                     parent_sweep = sweep_lrs(results, name, FULL_BUDGET_DIAGNOSTICS[variant], grid, extend, follow)
-                    swept = {r["lr"] for r in results if (r["regime"], r["variant"], r["phase"])
-                             == (name, FULL_BUDGET_DIAGNOSTICS[variant], "sweep")}
+                    swept = {r["lr"] for r in sweep_results(results, name, FULL_BUDGET_DIAGNOSTICS[variant])}
                     if parent_sweep is not None and set(parent_sweep) <= swept:
                         runs = [Run(name, variant, lr, seed, regime.final_tokens, "final") for seed in seeds]
                         todo += [r for r in runs if (r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done]
                 continue
             if variant in DIAGNOSTICS:
-                run = Run(name, variant, grid[len(grid) // 2], seeds[0], regime.sweep_tokens, "sweep")
+                run = Run(name, variant, grid[len(grid) // 2], SWEEP_SEED, regime.sweep_tokens, "sweep")
                 todo += [] if (run.regime, run.variant, run.lr, run.seed, run.tokens, run.phase) in done else [run]
                 continue
             lrs = sweep_lrs(results, name, variant, grid, extend, follow)
             if lrs is None:
                 continue
-            sweep = [Run(name, variant, lr, seeds[0], regime.sweep_tokens, "sweep") for lr in lrs]
+            sweep = [Run(name, variant, lr, SWEEP_SEED, regime.sweep_tokens, "sweep") for lr in lrs]
             todo += [r for r in sweep if (r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done]
             if any((r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done for r in sweep):
                 continue
@@ -483,7 +489,8 @@ def main(argv=None):
             "invocation": "python -m delight_plugin.benchmark.study " + " ".join(argv if argv is not None else sys.argv[1:]),
             "size": args.size, "threads_per_run": args.threads, "jobs": args.jobs, "corpus": str(args.corpus.name),
             "machine": machine(), "regimes": {n: asdict(r) for n, r in regimes.items()}, "warmup_updates": WARMUP_UPDATES,
-            "dropout": DROPOUT, "lr_grid": args.lrs, "seeds": args.seeds}
+            "dropout": DROPOUT, "lr_grid": args.lrs, "seeds": args.seeds,
+            "sweep_seed": SWEEP_SEED}
     if not args.render_only and not args.plan:
         run_study(args, regimes, root)
     every = load_results(root)
