@@ -126,6 +126,27 @@ def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
     assert (tmp_path / "results" / "quality-study.md").read_text().split("\n", 1)[1] == first.split("\n", 1)[1]
 
 
+@pytest.mark.slow
+def test_the_character_regime_runs_end_to_end_and_reports_bits_per_character(tmp_path):
+    """The character corpus is built from the word files, binarised, trained and scored; the table
+    reports bits per character."""
+    from harness import SAMPLE_DIR
+
+    argv = ["--regimes", "char", "--variants", "plain_lm", "--corpus", str(SAMPLE_DIR / "wikitext-2"),
+            "--size", "tiny", "--lrs", "0.002", "--no-extend", "--seeds", "1", "--sweep-tokens", "2048",
+            "--final-tokens", "2048", "--tokens-per-sample", "64", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "results")]
+    study.main(argv)
+    runs = study.load_results(tmp_path / "work" / "runs")
+    assert sorted((r["regime"], r["phase"]) for r in runs) == [("char", "final"), ("char", "sweep")]
+    final = next(r for r in runs if r["phase"] == "final")
+    # a character vocabulary of a few hundred symbols: a loss far below the word level's
+    assert 0 < final["test"]["loss"] < 9 and final["valid"]["loss"] < 9
+    text = (tmp_path / "results" / "quality-study.md").read_text()
+    assert "#### char level: WikiText-2, 64 tokens per sample, bits per character" in text
+    assert f"| plain_lm | {final['non_embedding_params']:,} |" in text
+
+
 def test_a_fresh_work_directory_resumes_from_the_committed_results(tmp_path):
     """Another machine's clone has no run directories: the committed runs are written back, so the
     plan continues where the study stopped instead of starting again."""
