@@ -98,16 +98,21 @@ def test_summary_table_and_figures(tmp_path):
     assert (tmp_path / "quality-study-word.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def small_study_argv(tmp_path, regime: str, final_tokens: int):
+    """The study on the bundled slice: plain_lm at `tiny`, one learning rate, one seed."""
+    from harness import SAMPLE_DIR
+
+    return ["--regimes", regime, "--variants", "plain_lm", "--corpus", str(SAMPLE_DIR / "wikitext-2"),
+            "--size", "tiny", "--lrs", "0.002", "--no-extend", "--seeds", "1", "--sweep-tokens", "2048",
+            "--final-tokens", str(final_tokens), "--tokens-per-sample", "64", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "results")]
+
+
 @pytest.mark.slow
 def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
     """The whole command on the bundled slice: a sweep run and a final run at its learning rate,
     scored by fairseq-eval-lm; a second invocation finds nothing to do and renders the same."""
-    from harness import SAMPLE_DIR
-
-    argv = ["--regimes", "word", "--variants", "plain_lm", "--corpus", str(SAMPLE_DIR / "wikitext-2"),
-            "--size", "tiny", "--lrs", "0.002", "--no-extend", "--seeds", "1", "--sweep-tokens", "2048",
-            "--final-tokens", "2560", "--tokens-per-sample", "64", "--work-dir", str(tmp_path / "work"),
-            "--results-dir", str(tmp_path / "results")]
+    argv = small_study_argv(tmp_path, "word", final_tokens=2560)
     study.main(argv)
     runs = study.load_results(tmp_path / "work" / "runs")
     assert sorted((r["phase"], r["seed"], r["tokens"]) for r in runs) == [("final", 1, 2560), ("sweep", 1, 2048)]
@@ -130,13 +135,7 @@ def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
 def test_the_character_regime_runs_end_to_end_and_reports_bits_per_character(tmp_path):
     """The character corpus is built from the word files, binarised, trained and scored; the table
     reports bits per character."""
-    from harness import SAMPLE_DIR
-
-    argv = ["--regimes", "char", "--variants", "plain_lm", "--corpus", str(SAMPLE_DIR / "wikitext-2"),
-            "--size", "tiny", "--lrs", "0.002", "--no-extend", "--seeds", "1", "--sweep-tokens", "2048",
-            "--final-tokens", "2048", "--tokens-per-sample", "64", "--work-dir", str(tmp_path / "work"),
-            "--results-dir", str(tmp_path / "results")]
-    study.main(argv)
+    study.main(small_study_argv(tmp_path, "char", final_tokens=2048))
     runs = study.load_results(tmp_path / "work" / "runs")
     assert sorted((r["regime"], r["phase"]) for r in runs) == [("char", "final"), ("char", "sweep")]
     final = next(r for r in runs if r["phase"] == "final")

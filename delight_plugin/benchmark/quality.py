@@ -160,7 +160,7 @@ def markdown(result: dict, headline: bool = False) -> str:
     """Per regime, the learning-rate sweep's table, then the final runs'. ``headline`` (the README's
     summary): without the sweep's table once a final run has finished."""
     meta, baseline = result["meta"], result.get("baseline", "transformer_lm")
-    invocation = f" (rendered by `{meta['invocation']}`)" if meta.get("invocation", meta.get("command")) != meta.get("command") else ""
+    invocation = f" (rendered by `{meta['invocation']}`)" if meta.get("invocation") else ""
     lines = [f"Command: `{meta.get('command', '')}`{invocation}; {meta.get('date', '?')}; {meta.get('machine', '?')}, "
              f"{meta.get('threads_per_run', '?')} torch thread(s) per run, {meta.get('jobs', 1)} run(s) at a time. "
              f"Size preset `{meta.get('size', '?')}`; Adam (0.9, 0.98), weight decay 0.01, inverse-sqrt schedule with "

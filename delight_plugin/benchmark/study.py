@@ -40,8 +40,8 @@ from . import quality
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "delight_plugin"
 BASELINE = "transformer_lm"
-# The same skeleton, position scheme and FFN with softmax attention: a ratio to it isolates a block
-# from what every model of ours shares (pre-norm, its initialisation) against fairseq's post-norm baseline.
+# Our skeleton with softmax attention at the baseline's sizes: a ratio to it isolates a block from what
+# every model of ours shares against fairseq's transformer_lm (the skeleton, its initialisation).
 SAME_SKELETON = "plain_lm"
 ADAPTIVE_LOSS = ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
 
@@ -409,34 +409,34 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
          regime_table: Dict[str, Regime], extend: bool = True) -> List[Run]:
     """The runs not done yet whose inputs are known (final runs wait for their sweep)."""
     done = {(r["regime"], r["variant"], r["lr"], r["seed"], r["tokens"], r["phase"]) for r in results}
+
+    def pending(runs: List[Run]) -> List[Run]:
+        return [r for r in runs if (r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done]
+
     todo = []
     for name in regimes:
         regime = regime_table[name]
         for variant in variants:
             follow = "word" if regime.characters and "word" in regimes else None
-            if variant in FULL_BUDGET_DIAGNOSTICS:
-                lr = best_lr(results, name, FULL_BUDGET_DIAGNOSTICS[variant])
-                if lr is not None:  # known once the parent has a sweep result
-                    parent_sweep = sweep_lrs(results, name, FULL_BUDGET_DIAGNOSTICS[variant], grid, extend, follow)
-                    swept = {r["lr"] for r in sweep_results(results, name, FULL_BUDGET_DIAGNOSTICS[variant])}
-                    if parent_sweep is not None and set(parent_sweep) <= swept:
-                        runs = [Run(name, variant, lr, seed, regime.final_tokens, "final") for seed in seeds]
-                        todo += [r for r in runs if (r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done]
+            if variant in FULL_BUDGET_DIAGNOSTICS:  # once the parent's sweep is complete
+                parent = FULL_BUDGET_DIAGNOSTICS[variant]
+                parent_sweep = sweep_lrs(results, name, parent, grid, extend, follow)
+                if parent_sweep is not None and set(parent_sweep) <= {r["lr"] for r in sweep_results(results, name, parent)}:
+                    lr = best_lr(results, name, parent)
+                    todo += pending([Run(name, variant, lr, seed, regime.final_tokens, "final") for seed in seeds])
                 continue
             if variant in DIAGNOSTICS:
-                run = Run(name, variant, grid[len(grid) // 2], SWEEP_SEED, regime.sweep_tokens, "sweep")
-                todo += [] if (run.regime, run.variant, run.lr, run.seed, run.tokens, run.phase) in done else [run]
+                todo += pending([Run(name, variant, grid[len(grid) // 2], SWEEP_SEED, regime.sweep_tokens, "sweep")])
                 continue
             lrs = sweep_lrs(results, name, variant, grid, extend, follow)
             if lrs is None:
                 continue
             sweep = [Run(name, variant, lr, SWEEP_SEED, regime.sweep_tokens, "sweep") for lr in lrs]
-            todo += [r for r in sweep if (r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done]
-            if any((r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done for r in sweep):
+            todo += pending(sweep)
+            if pending(sweep):
                 continue
             lr = best_lr(results, name, variant)
-            todo += [r for r in (Run(name, variant, lr, seed, regime.final_tokens, "final") for seed in seeds)
-                     if (r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done]
+            todo += pending([Run(name, variant, lr, seed, regime.final_tokens, "final") for seed in seeds])
     # Word regime first (the character sweep needs its learning rates), sweeps before finals, and in
     # a sweep the grid's middle learning rate for every variant first: a study stopped early then
     # still compares every variant at one learning rate.
