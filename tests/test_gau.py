@@ -174,6 +174,21 @@ def test_laplace_and_relative_bias_follow_their_definitions():
     assert torch.all(buckets[128:] == 31)  # everything beyond max_distance shares the last bucket
 
 
+@pytest.mark.parametrize("offset,length", [(0, 1), (0, 300), (5, 7), (600, 45)])
+def test_relative_bias_buckets_from_the_kept_table_equal_the_formula_and_are_computed_once_per_pass(offset, length):
+    bias = relative_bias_with_random_weights()
+    queries, keys = torch.arange(offset, offset + length), torch.arange(offset + length)
+    want = bias.lookup(bias.bucket(queries[:, None] - keys[None, :]))  # negative distances: bucket 0, masked
+    assert torch.equal(bias(queries, keys), want)
+    ctx = DecodingContext(queries)
+    calls = []
+    original = bias.buckets
+    bias.buckets = lambda *args: calls.append(1) or original(*args)
+    for _ in range(3):  # three layers of one forward pass
+        assert torch.equal(bias.causal(ctx, len(keys)), want)
+    assert len(calls) == 1  # the Tq x Tk bucket matrix was a dozen passes per layer: 70% of a 2048-token forward
+
+
 def loud_gau_model(flags):
     """A tiny GAU model whose attention is loud enough to matter: the paper's N(0, 0.02) scale
     initialisation makes relu^2 attention almost zero, which would let the probes pass vacuously."""

@@ -65,7 +65,7 @@ class CausalRelativeBias(nn.Module):
         super().__init__()
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, 1)
-        self._reversed_buckets: Optional[Tensor] = None  # see ``latest``
+        self._reversed_buckets: Optional[Tensor] = None  # see ``reversed_buckets``
         # The paper's initializer, N(0, 0.02). Not zero: at initialisation q.k / L is ~1e-6, so
         # relu^2 attention and every gradient through it would vanish (relu^2 has zero slope at 0)
         # and the GAU would start, and under Adam's eps stay, switched off.
@@ -89,18 +89,37 @@ class CausalRelativeBias(nn.Module):
             return BucketLookup.apply(table, buckets)
         return table.index_select(0, buckets.reshape(-1)).view(buckets.shape)  # inference: no Function needed
 
-    def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
-        """[Tq, Tk] bias for absolute positions (entries with key after query are masked anyway)."""
-        return self.lookup(self.bucket(query_positions[:, None] - key_positions[None, :]))
-
-    def latest(self, count: int) -> Tensor:
-        """[count] bias of one query for the ``count`` keys up to its own position, oldest first
-        (distances count - 1, ..., 0): a decoding step. The buckets of distances n - 1, ..., 0 are
-        kept (grown by doubling), so a step slices them instead of computing them."""
+    def reversed_buckets(self, count: int) -> Tensor:
+        """Buckets of the distances n - 1, ..., 0 for some n >= count (kept, grown by doubling)."""
         table, device = self._reversed_buckets, self.bias.weight.device
         if table is None or len(table) < count or table.device != device:
             n = max(count, 256, 2 * len(table) if table is not None else 0)
             table = self._reversed_buckets = self.bucket(torch.arange(n - 1, -1, -1, device=device))
+        return table
+
+    def buckets(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        """[Tq, Tk] buckets of the distances query - key (0 where the key comes after the query: masked
+        anyway), read from the kept table: three passes over Tq x Tk instead of the formula's dozen."""
+        table = self.reversed_buckets(int(query_positions.max()) - int(key_positions.min()) + 1)
+        last = len(table) - 1  # the table's entry for distance d is table[last - d]
+        index = (last - query_positions)[:, None] + key_positions[None, :]
+        return table[index.clamp_(max=last)]
+
+    def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        """[Tq, Tk] bias for absolute positions (entries with key after query are masked anyway)."""
+        return self.lookup(self.buckets(query_positions, key_positions))
+
+    def causal(self, ctx: DecodingContext, key_count: int) -> Tensor:
+        """[T, key_count] bias of the pass's queries (``ctx.positions``) for the keys 0, ..., key_count - 1.
+        The buckets depend on the positions alone, so every layer of the pass shares them."""
+        def make():
+            return self.buckets(ctx.positions, torch.arange(key_count, device=ctx.positions.device))
+        return self.lookup(ctx.shared(("relative_buckets", self.num_buckets, self.max_distance, key_count), make))
+
+    def latest(self, count: int) -> Tensor:
+        """[count] bias of one query for the ``count`` keys up to its own position, oldest first
+        (distances count - 1, ..., 0): a decoding step slices the kept buckets."""
+        table = self.reversed_buckets(count)
         return self.lookup(table[len(table) - count:])
 
 
@@ -140,7 +159,7 @@ class QuadAttention(CachedModule):
         if self.relative_bias is not None and q.size(1) == 1:  # one query, after all the keys
             bias = self.relative_bias.latest(k.size(1))
         elif self.relative_bias is not None:
-            bias = self.relative_bias(ctx.positions, torch.arange(k.size(1), device=k.device))
+            bias = self.relative_bias.causal(ctx, k.size(1))
         return masked_attention(q, k, v, self.scale, self.attention_fn, causal_mask(q.size(1), k.size(1), q.device),
                                 bias, self.dropout, self.training)
 
