@@ -147,13 +147,15 @@ def test_chunked_decoding_state_is_bounded_by_the_group():
 
 
 @pytest.mark.parametrize("fn", sorted(ATTENTION_FNS))
-def test_quad_attention_matches_the_dense_formula_with_a_fixed_scale(fn):
+@pytest.mark.parametrize("query_block", [512, 4, 5])  # one block; blocks that do and do not divide 13 and 6
+def test_quad_attention_matches_the_dense_formula_with_a_fixed_scale(fn, query_block):
     bias = relative_bias_with_random_weights()
     attention = QuadAttention(scale_length=16, attention_fn=fn, relative_bias=bias, dropout=0.0).eval()
+    attention.QUERY_BLOCK = query_block
     q, k, _, _, v = random_qkv(13)
     n = 13
     i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-    weights = torch.where(j <= i, ATTENTION_FNS[fn](q @ k.transpose(-1, -2) / 16 + bias(torch.arange(n), torch.arange(n))), 0.0)
+    weights = torch.where(j <= i, ATTENTION_FNS[fn](q @ k.transpose(-1, -2) / 16 + bias.lookup(bias.bucket(i - j))), 0.0)
     want = weights @ v
     torch.testing.assert_close(attention(q, k, v, DecodingContext(torch.arange(n))), want, rtol=0, atol=1e-10)
     # A prefix is attended exactly as in the full sequence: the scale does not depend on n.
@@ -161,6 +163,25 @@ def test_quad_attention_matches_the_dense_formula_with_a_fixed_scale(fn):
                                want[:, :5], rtol=0, atol=1e-10)
     stepped, _ = decode_one_by_one(attention, q, k, v)
     torch.testing.assert_close(stepped, want, rtol=0, atol=1e-10)
+    state = {}  # prefill: a prompt of 6, then 7 more tokens after the cached 6
+    first = attention(q[:, :6], k[:, :6], v[:, :6], DecodingContext(torch.arange(6), state))
+    second = attention(q[:, 6:], k[:, 6:], v[:, 6:], DecodingContext(torch.arange(6, n), state))
+    torch.testing.assert_close(torch.cat([first, second], dim=1), want, rtol=0, atol=1e-10)
+
+
+def test_quad_attention_in_query_blocks_has_the_gradients_of_one_block():
+    grads = []
+    for query_block in (512, 4):
+        torch.manual_seed(0)
+        bias = relative_bias_with_random_weights()
+        attention = QuadAttention(scale_length=16, attention_fn="relu_squared", relative_bias=bias, dropout=0.0).train()
+        attention.QUERY_BLOCK = query_block
+        q, k, _, _, v = (t.requires_grad_() for t in random_qkv(11))
+        attention(q, k, v, DecodingContext(torch.arange(11))).square().sum().backward()
+        grads.append([q.grad, k.grad, v.grad, bias.bias.weight.grad])
+    for one, blocked in zip(*grads):
+        torch.testing.assert_close(blocked, one, rtol=0, atol=1e-10)
+    assert all(g.abs().sum() > 0 for g in grads[0])
 
 
 def test_laplace_and_relative_bias_follow_their_definitions():
