@@ -67,7 +67,10 @@ REGIMES: Dict[str, Regime] = {
     "word": Regime("word", "ppl", False, 512, 2048, 500_000, 1_500_000,
                    model_flags=["--adaptive-softmax-cutoff", "2000,10000", *ADAPTIVE_LOSS],
                    drop_flags=["--share-decoder-input-output-embed"]),
-    "char": Regime("char", "bpc", True, 2048, 4096, 500_000, 1_500_000),
+    # 2,048 characters per update, as many tokens per update as the word regime, so both take the same
+    # number of updates (244 sweep, 732 final, after 100 warm-up): at 4,096 a sweep was 122 updates,
+    # mostly warm-up, and ended near the unigram entropy (transformer_lm at 1e-3: 4.19 bits per character).
+    "char": Regime("char", "bpc", True, 2048, 2048, 500_000, 1_500_000),
 }
 
 # Variant -> (arch, flags after the size preset). DeLighT's claim is the Transformer's quality with
@@ -365,8 +368,22 @@ def import_committed(committed: Path, root: Path) -> int:
     return written
 
 
-def load_results(root: Path) -> List[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*/result.json"))]
+def load_results(root: Path, regimes: Optional[Dict[str, Regime]] = None) -> List[dict]:
+    """Every finished run; with ``regimes``, less those trained with another length or batch than their
+    regime's now (stale: the regime changed since), which are reported and then rerun."""
+    results = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*/result.json"))]
+    stale = [r for r in results if regimes and r["regime"] in regimes and not trained_as(r, regimes[r["regime"]])]
+    for r in stale:
+        print(f"stale, ignored: {r['regime']} {r['variant']} lr {r['lr']:g} seed {r['seed']} ({r['phase']}): "
+              "trained with other --tokens-per-sample / --max-tokens than the regime's", flush=True)
+    return [r for r in results if not any(r is s for s in stale)]
+
+
+def trained_as(result: dict, regime: Regime) -> bool:
+    flags = result.get("flags") or []
+    recorded = {flag: flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag in ("--tokens-per-sample", "--max-tokens")}
+    want = {"--tokens-per-sample": str(regime.tokens_per_sample), "--max-tokens": str(regime.tokens_per_update)}
+    return all(recorded.get(flag, value) == value for flag, value in want.items())
 
 
 def sweep_results(results: List[dict], regime: str, variant: str) -> List[dict]:
@@ -493,7 +510,7 @@ def main(argv=None):
             "sweep_seed": SWEEP_SEED}
     if not args.render_only and not args.plan:
         run_study(args, regimes, root)
-    every = load_results(root)
+    every = load_results(root, {**REGIMES, **regimes})
     results = [r for r in every if r["regime"] in regimes]  # a diagnostic needs its parent's sweep
     if args.plan:
         for run in plan(results, list(regimes), args.variants, args.lrs, args.seeds, regimes, not args.no_extend):
@@ -519,7 +536,7 @@ def run_study(args, regimes: Dict[str, Regime], root: Path) -> None:
     costs: Dict[tuple, dict] = {}
     done = 0
     while args.max_runs is None or done < args.max_runs:
-        results = load_results(root)
+        results = load_results(root, regimes)
         todo = plan(results, list(regimes), args.variants, args.lrs, args.seeds, regimes, not args.no_extend)
         if not todo:
             return
