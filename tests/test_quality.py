@@ -220,3 +220,21 @@ def test_processes_sharing_a_work_directory_binarise_its_data_once(tmp_path, mon
     for thread in threads:
         thread.join()
     assert calls == [1]
+
+
+def test_a_run_trained_with_another_batch_than_its_regime_is_stale_and_planned_again(tmp_path, capsys):
+    """The character regime's tokens per update changed (4,096 -> 2,048): runs recorded with the old
+    batch must not pick learning rates or fill the table; they are reported and run again."""
+    regime = REGIMES["word"]
+    old, new = (result("word", "plain_lm", lr, 8.0) for lr in (1e-3, 2e-3))
+    old["flags"] = ["--tokens-per-sample", str(regime.tokens_per_sample), "--max-tokens", str(2 * regime.tokens_per_update)]
+    new["flags"] = ["--tokens-per-sample", str(regime.tokens_per_sample), "--max-tokens", str(regime.tokens_per_update)]
+    for run in (old, new):
+        path = study.Run(**{k: run[k] for k in ("regime", "variant", "lr", "seed", "tokens", "phase")}).directory(tmp_path)
+        path.mkdir(parents=True)
+        (path / "result.json").write_text(json.dumps(run))
+    assert len(study.load_results(tmp_path)) == 2  # without regimes: everything recorded
+    kept = study.load_results(tmp_path, REGIMES)
+    assert [r["lr"] for r in kept] == [2e-3]
+    assert "stale, ignored: word plain_lm lr 0.001" in capsys.readouterr().out
+    assert ("sweep", "word", 1e-3, 1) in planned(kept, ("word",))
