@@ -155,6 +155,10 @@ def test_a_fresh_work_directory_resumes_from_the_committed_results(tmp_path):
     assert study.import_committed(tmp_path / "quality-study.json", root) == 3
     assert study.import_committed(tmp_path / "quality-study.json", root) == 0  # present ones are kept
     assert study.import_committed(tmp_path / "missing.json", root) == 0
+    stale = result("word", "plain_lm", 8e-3, 7.0)
+    stale["flags"] = ["--tokens-per-sample", "999"]
+    (tmp_path / "quality-study.json").write_text(json.dumps({"runs": sweep + [stale]}))
+    assert study.import_committed(tmp_path / "quality-study.json", root, REGIMES) == 0  # stale: not imported
     assert sorted(r["lr"] for r in study.load_results(root)) == [1e-3, 2e-3, 4e-3]
     assert planned(study.load_results(root), regimes=("word",))[0] == ("final", "word", 2e-3, 1)
 
@@ -238,3 +242,19 @@ def test_a_run_trained_with_another_batch_than_its_regime_is_stale_and_planned_a
     assert [r["lr"] for r in kept] == [2e-3]
     assert "stale, ignored: word plain_lm lr 0.001" in capsys.readouterr().out
     assert ("sweep", "word", 1e-3, 1) in planned(kept, ("word",))
+
+
+def test_a_stale_run_is_moved_out_of_the_runs_tree_before_it_runs_again(tmp_path):
+    """Rerun in place, the new run would append to the old train.log (a curve of two runs) and the old
+    result.json would be read again: the old run moves to stale-runs/ and the directory starts empty."""
+    root = tmp_path / "runs"
+    directory = study.Run("char", "plain_lm", 1e-3, 1, 100, "sweep").directory(root)
+    directory.mkdir(parents=True)
+    (directory / "train.log").write_text("old log")
+    study.set_aside_if_finished(directory, root)
+    assert directory.exists()  # unfinished (no result.json): resumed in place
+    (directory / "result.json").write_text("{}")
+    study.set_aside_if_finished(directory, root)
+    assert not directory.exists() and not list(root.glob("*/*/*/result.json"))
+    moved = tmp_path / "stale-runs" / directory.relative_to(root)
+    assert (moved / "train.log").read_text() == "old log"

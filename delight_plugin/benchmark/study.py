@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -274,6 +275,7 @@ def execute(run: Run, regime: Regime, data: Path, root: Path, size: str, threads
             cost: dict, keep_checkpoints: bool = False) -> dict:
     """Train, score and record one run (resuming whatever an earlier attempt left)."""
     directory = run.directory(root)
+    set_aside_if_finished(directory, root)
     directory.mkdir(parents=True, exist_ok=True)
     env = thread_env(threads)
     checkpoints = directory / "checkpoints"
@@ -304,6 +306,18 @@ def execute(run: Run, regime: Regime, data: Path, root: Path, size: str, threads
         for path in checkpoints.glob("*.pt"):
             path.unlink()
     return result
+
+
+def set_aside_if_finished(directory: Path, root: Path) -> None:
+    """A run planned again although its directory holds a ``result.json`` is stale (``load_results``):
+    move the old run out of the runs tree (to ``<root>/../stale-runs/``, replacing an older copy), so that
+    the new one starts from scratch instead of appending to the old log and curve."""
+    if (directory / "result.json").exists():
+        target = root.parent / "stale-runs" / directory.relative_to(root)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        directory.rename(target)
 
 
 def training_cost(regime: Regime, variant: str, size: str, data: Path) -> dict:
@@ -352,13 +366,16 @@ def first_tokens(data: Path, count: int):
 # Planning
 # --------------------------------------------------------------------------------------------
 
-def import_committed(committed: Path, root: Path) -> int:
+def import_committed(committed: Path, root: Path, regimes: Optional[Dict[str, Regime]] = None) -> int:
     """Write each run of the committed results file whose directory has no ``result.json`` yet
-    (a fresh clone, another machine) into ``root``; returns how many were written."""
+    (a fresh clone, another machine) into ``root``; returns how many were written. With ``regimes``,
+    not the stale ones (``trained_as``): they would replace the rerun of each in every new invocation."""
     if not committed.exists():
         return 0
     written = 0
     for record in json.loads(committed.read_text())["runs"]:
+        if regimes and record["regime"] in regimes and not trained_as(record, regimes[record["regime"]]):
+            continue
         run = Run(**{name: record[name] for name in ("regime", "variant", "lr", "seed", "tokens", "phase")})
         path = run.directory(root) / "result.json"
         if not path.exists():
@@ -372,11 +389,14 @@ def load_results(root: Path, regimes: Optional[Dict[str, Regime]] = None) -> Lis
     """Every finished run; with ``regimes``, less those trained with another length or batch than their
     regime's now (stale: the regime changed since), which are reported and then rerun."""
     results = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*/result.json"))]
-    stale = [r for r in results if regimes and r["regime"] in regimes and not trained_as(r, regimes[r["regime"]])]
-    for r in stale:
-        print(f"stale, ignored: {r['regime']} {r['variant']} lr {r['lr']:g} seed {r['seed']} ({r['phase']}): "
-              "trained with other --tokens-per-sample / --max-tokens than the regime's", flush=True)
-    return [r for r in results if not any(r is s for s in stale)]
+    kept = []
+    for r in results:
+        if regimes and r["regime"] in regimes and not trained_as(r, regimes[r["regime"]]):
+            print(f"stale, ignored: {r['regime']} {r['variant']} lr {r['lr']:g} seed {r['seed']} ({r['phase']}): "
+                  "trained with other --tokens-per-sample / --max-tokens than the regime's", flush=True)
+        else:
+            kept.append(r)
+    return kept
 
 
 def trained_as(result: dict, regime: Regime) -> bool:
@@ -499,7 +519,7 @@ def main(argv=None):
         regimes = {n: Regime(**{**asdict(r), "tokens_per_update": 4 * args.tokens_per_sample}) for n, r in regimes.items()}
     root = args.work_dir / "runs"
     root.mkdir(parents=True, exist_ok=True)
-    import_committed(args.results_dir / f"{args.stem}.json", root)
+    import_committed(args.results_dir / f"{args.stem}.json", root, {**REGIMES, **regimes})
     # The results are every finished run's, whichever invocation ran it: the command that produces them
     # is the whole study (resumed across sittings); this invocation is recorded besides it.
     meta = {"command": "python -m delight_plugin.benchmark.study",
