@@ -56,6 +56,7 @@ def test_equals_dense_dropout_under_a_key_padding_mask():
     for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
         assert (a - b).abs().max() < 1e-12
     assert ((key_rows // 17) == (query_rows // 11)).all()  # same head
+    assert (query_rows[1:] >= query_rows[:-1]).all() and len(query_rows) > 50
 
 
 def test_without_dropped_pairs_it_is_plain_causal_attention():
@@ -73,6 +74,9 @@ def test_dropped_pairs_are_causal_distinct_and_at_rate_p():
     assert torch.equal(query_rows // length, key_rows // length)  # same head
     assert (key_rows % length <= query_rows % length).all()  # only causal pairs
     assert len(torch.unique(query_rows * heads * length + key_rows)) == len(query_rows)
+    # sorted by query row, then key row: the attention reads them as a CSR matrix
+    order = query_rows * heads * length + key_rows
+    assert (order[1:] > order[:-1]).all()
     pairs = heads * length * (length + 1) // 2
     assert abs(len(query_rows) - p * pairs) < 5 * math.sqrt(pairs * p * (1 - p))
     # every key offset i - j and every head is hit about equally often (no position bias)

@@ -16,6 +16,7 @@ Besides causal self-attention it covers attention under a key padding mask (tran
 encoder-decoder attention).
 """
 import math
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -26,6 +27,7 @@ _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 # Above this the dropped pairs are no longer sparse and SDPA's own dropout is cheaper.
 SPARSE_DROPOUT_MAX = 0.2
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")  # used as documented
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
@@ -52,81 +54,118 @@ def sample_dropped_pairs(heads: int, num_queries: int, num_keys: int, p: float,
                          causal: bool) -> Tuple[Tensor, Tensor]:
     """The dropped pairs (query i, key j; causal: only j <= i, with num_queries == num_keys) of
     ``heads`` (batch x heads) attention matrices, each pair dropped independently with probability
-    ``p``, as rows of the flattened [heads * num_queries] queries and [heads * num_keys] keys. Pairs are
-    numbered head by head, row by row; the gaps between dropped ones are geometric, so no T x S mask is
-    ever drawn."""
-    per_head = num_queries * (num_queries + 1) // 2 if causal else num_queries * num_keys
-    total = heads * per_head
+    ``p``, as rows of the flattened [heads * num_queries] queries and [heads * num_keys] keys, sorted by
+    query row. Pairs are numbered head by head, row by row; the gaps between dropped ones are
+    geometric, so no T x S mask is ever drawn."""
+    rows = heads * num_queries
+    row = torch.arange(rows)
+    in_head = row % num_queries
+    # Number of each (head, query row)'s first pair, and where its keys start among the key rows.
+    start = (row // num_queries) * (num_queries * (num_queries + 1) // 2 if causal else num_queries * num_keys) \
+        + (in_head * (in_head + 1) // 2 if causal else in_head * num_keys)
+    total = int(start[-1]) + (num_queries if causal else num_keys)
+    key_offset = start - (row // num_queries) * num_keys  # pair number - key row, per query row
     log_keep = math.log1p(-p)
     positions, last = [], -1
     while last < total:
         expected = (total - last) * p
-        gaps = torch.floor(torch.log(1 - torch.rand(int(expected + 6 * expected ** 0.5) + 64, dtype=torch.float64))
-                           / log_keep) + 1  # 1 - U lies in (0, 1]: log is finite
-        drawn = last + torch.cumsum(gaps, 0).long()
+        uniform = torch.rand(int(expected + 6 * expected ** 0.5) + 64, dtype=torch.float64)
+        gaps = uniform.neg_().add_(1).log_().div_(log_keep).floor_().add_(1)  # 1 - U lies in (0, 1]: log is finite
+        drawn = torch.cumsum(gaps.long(), 0).add_(last)
         positions.append(drawn)
         last = int(drawn[-1])
-    picked = torch.cat(positions)
-    picked = picked[picked < total]
-    flat_head, pair = picked // per_head, picked % per_head
-    if causal:  # pair = i (i + 1) / 2 + j with 0 <= j <= i: invert the triangular numbers, fix the rounding
-        i = ((torch.sqrt(8 * pair.double() + 1) - 1) / 2).floor().long()
-        i = i - (i * (i + 1) // 2 > pair).long()
-        i = i + ((i + 1) * (i + 2) // 2 <= pair).long()
-        j = pair - i * (i + 1) // 2
-    else:
-        i, j = pair // num_keys, pair % num_keys
-    return flat_head * num_queries + i, flat_head * num_keys + j
+    picked = torch.cat(positions) if len(positions) > 1 else positions[0]
+    picked = picked[: int(torch.searchsorted(picked, total))]
+    # positions are sorted: each query row's pairs are the run between its first pair and the next row's
+    counts = torch.diff(torch.searchsorted(picked, start), append=torch.tensor([len(picked)]))
+    query_rows = torch.repeat_interleave(row, counts)
+    return query_rows, picked - key_offset.index_select(0, query_rows)
 
 
 class DroppedPairsAttention(torch.autograd.Function):
     """Attention of q [B, H, T, D] over k, v [B, H, S, D] (causal, or under the additive mask ``bias``)
     with the weights of the listed pairs (rows of the flattened [B * H * T] queries and [B * H * S]
-    keys, same head) set to 0 and the rest scaled by 1 / (1 - p)."""
+    keys, same head; sorted by query row) set to 0 and the rest scaled by 1 / (1 - p).
+
+    The dropped pairs are a sparse [B*H*T, B*H*S] matrix (CSR, block-diagonal by head): their
+    logits are one sampled matrix product (SDDMM) and their correction one sparse-dense product
+    (SpMM), so no pair's q, k or v row is ever gathered."""
 
     @staticmethod
     def forward(ctx, q, k, v, p: float, query_rows, key_rows, causal: bool = True, bias: Optional[Tensor] = None):
         scale = q.size(-1) ** -0.5
         full, lse = _flash(q, k, v, 0.0, causal, attn_mask=bias, scale=scale)
-        flat = [t.reshape(-1, t.size(-1)) for t in (q, k, v)]
-        pair_bias = None
+        dtype = torch.float64 if q.dtype == torch.float64 else torch.float32  # of the sparse terms
+        fq, fk, fv = (t.reshape(-1, t.size(-1)).to(dtype) for t in (q, k, v))
+        pairs = DroppedPairs(query_rows, key_rows, fq.size(0), fk.size(0))
+        logits = pairs.sampled_product(fq, fk, scale)
         if bias is not None:  # a key mask [B or 1, 1, 1, S]: its value for each listed key row
-            pair_bias = bias.expand(q.size(0), q.size(1), 1, k.size(-2)).reshape(-1).index_select(0, key_rows)
-        weights = dropped_weights(*flat[:2], lse.reshape(-1), query_rows, key_rows, scale, pair_bias)
-        correction = torch.zeros(full.numel() // full.size(-1), full.size(-1), dtype=weights.dtype)
-        correction.index_add_(0, query_rows, flat[2].index_select(0, key_rows).to(weights.dtype) * weights[:, None])
-        kept = full - correction.view(full.shape).to(full.dtype)  # (1 - p) x the output
-        ctx.save_for_backward(q, k, v, kept, lse, query_rows, key_rows, weights, bias)
-        ctx.p, ctx.scale, ctx.causal = p, scale, causal
+            logits = logits + bias.expand(q.size(0), q.size(1), 1, k.size(-2)).reshape(-1).index_select(
+                0, key_rows).to(dtype)
+        weights = torch.exp(logits - lse.reshape(-1).index_select(0, query_rows).to(dtype))
+        kept = full - pairs.times(weights, fv).view(full.shape).to(full.dtype)  # (1 - p) x the output
+        ctx.save_for_backward(q, k, v, kept, lse, weights, bias)
+        ctx.pairs, ctx.p, ctx.scale, ctx.causal = pairs, p, scale, causal
         return kept / (1 - p)
 
     @staticmethod
     def backward(ctx, grad):
-        q, k, v, kept, lse, query_rows, key_rows, weights, bias = ctx.saved_tensors
+        q, k, v, kept, lse, weights, bias = ctx.saved_tensors
+        pairs = ctx.pairs
         grad = (grad / (1 - ctx.p)).contiguous()
         dense = _flash_backward(grad, q, k, v, kept, lse, 0.0, ctx.causal, attn_mask=bias, scale=ctx.scale)
-        fq, fk, fv, fg = (t.reshape(-1, t.size(-1)) for t in (q, k, v, grad))
-        g_rows = fg.index_select(0, query_rows).to(weights.dtype)
+        fq, fk, fv, fg = (t.reshape(-1, t.size(-1)).to(weights.dtype) for t in (q, k, v, grad))
         # d loss / d logit_ij of a dropped pair, times the scale
-        dot = weights * (g_rows * fv.index_select(0, key_rows).to(weights.dtype)).sum(-1) * -ctx.scale
-        grads = []
-        for full, rows, value in ((dense[0], query_rows, fk.index_select(0, key_rows).to(weights.dtype) * dot[:, None]),
-                                  (dense[1], key_rows, fq.index_select(0, query_rows).to(weights.dtype) * dot[:, None]),
-                                  (dense[2], key_rows, g_rows * -weights[:, None])):
-            sparse = torch.zeros(full.numel() // full.size(-1), full.size(-1), dtype=weights.dtype)
-            grads.append(full + sparse.index_add_(0, rows, value).view(full.shape).to(full.dtype))
+        dot = weights * pairs.sampled_product(fg, fv, -ctx.scale)
+        sparse = (pairs.times(dot, fk), pairs.transposed_times(dot, fq), pairs.transposed_times(-weights, fg))
+        grads = (full + extra.view(full.shape).to(full.dtype) for full, extra in zip(dense[:3], sparse))
         return (*grads, None, None, None, None, None)
 
 
-def dropped_weights(q: Tensor, k: Tensor, lse: Tensor, query_rows: Tensor, key_rows: Tensor, scale: float,
-                    pair_bias: Optional[Tensor] = None) -> Tensor:
-    """Softmax weights P_ij of the listed pairs (rows of flattened q, k and lse), from the flash
-    kernel's log-sum-exp, in float32 (float64 for float64 inputs)."""
-    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    logits = (q.index_select(0, query_rows).to(dtype) * k.index_select(0, key_rows).to(dtype)).sum(-1) * scale
-    if pair_bias is not None:
-        logits = logits + pair_bias.to(dtype)
-    return torch.exp(logits - lse.index_select(0, query_rows).to(dtype))
+class DroppedPairs:
+    """The pattern of the dropped pairs as CSR indices, by query row and (built when first needed,
+    for the backward pass) by key row."""
+
+    def __init__(self, query_rows: Tensor, key_rows: Tensor, num_queries: int, num_keys: int):
+        self.query_rows, self.key_rows, self.shape = query_rows, key_rows, (num_queries, num_keys)
+        self.crow = _row_starts(query_rows, num_queries)
+        self._by_key = None
+
+    def sampled_product(self, a: Tensor, b: Tensor, alpha: float) -> Tensor:
+        """alpha * (a_i . b_j) for every pair (i, j), in pair order."""
+        pattern = self._csr(self.crow, self.key_rows, a.new_zeros(len(self.key_rows)), self.shape)
+        with _full_precision():
+            return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0, alpha=alpha).values()
+
+    def times(self, values: Tensor, dense: Tensor) -> Tensor:
+        """sum over pairs (i, j) of values_ij * dense_j, per query row i: [num_queries, D]."""
+        with _full_precision():
+            return self._csr(self.crow, self.key_rows, values, self.shape) @ dense
+
+    def transposed_times(self, values: Tensor, dense: Tensor) -> Tensor:
+        """sum over pairs (i, j) of values_ij * dense_i, per key row j: [num_keys, D]."""
+        if self._by_key is None:  # a stable radix sort of 32-bit indices
+            order = torch.sort(self.key_rows.int(), stable=True).indices
+            self._by_key = (order, _row_starts(self.key_rows, self.shape[1]), self.query_rows.index_select(0, order))
+        order, crow, cols = self._by_key
+        with _full_precision():
+            return self._csr(crow, cols, values.index_select(0, order), self.shape[::-1]) @ dense
+
+    @staticmethod
+    def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape) -> Tensor:
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+def _full_precision():
+    """Autocast would cast the sparse products to bfloat16, which they do not support (and the sums need fp32)."""
+    return torch.autocast("cpu", enabled=False)
+
+
+def _row_starts(rows: Tensor, count: int) -> Tensor:
+    """CSR row pointers of sorted (or, for the transpose, any) row indices."""
+    crow = torch.zeros(count + 1, dtype=torch.long)
+    torch.cumsum(torch.bincount(rows, minlength=count), 0, out=crow[1:])
+    return crow
 
 
 __all__ = ["DroppedPairsAttention", "sample_dropped_pairs", "scaled_dot_product_attention"]
