@@ -145,8 +145,8 @@ class DroppedPairs:
     def transposed_times(self, values: Tensor, dense: Tensor) -> Tensor:
         """sum over pairs (i, j) of values_ij * dense_i, per key row j: [num_keys, D]."""
         if self._by_key is None:  # a stable radix sort of 32-bit indices
-            order = torch.sort(self.key_rows.int(), stable=True).indices
-            self._by_key = (order, _row_starts(self.key_rows, self.shape[1]), self.query_rows.index_select(0, order))
+            keys, order = torch.sort(self.key_rows.int(), stable=True)
+            self._by_key = (order, _row_starts(keys, self.shape[1]), self.query_rows.index_select(0, order))
         order, crow, cols = self._by_key
         with _full_precision():
             return self._csr(crow, cols, values.index_select(0, order), self.shape[::-1]) @ dense
@@ -162,10 +162,8 @@ def _full_precision():
 
 
 def _row_starts(rows: Tensor, count: int) -> Tensor:
-    """CSR row pointers of sorted (or, for the transpose, any) row indices."""
-    crow = torch.zeros(count + 1, dtype=torch.long)
-    torch.cumsum(torch.bincount(rows, minlength=count), 0, out=crow[1:])
-    return crow
+    """CSR row pointers of sorted row indices: where each of the rows 0, ..., count starts."""
+    return torch.searchsorted(rows, torch.arange(count + 1, dtype=rows.dtype)).long()
 
 
 __all__ = ["DroppedPairsAttention", "sample_dropped_pairs", "scaled_dot_product_attention"]
