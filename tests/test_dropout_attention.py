@@ -71,6 +71,8 @@ def test_dropped_pairs_are_causal_distinct_and_at_rate_p():
     torch.manual_seed(1)
     heads, length, p = 4, 300, 0.05
     query_rows, key_rows = sample_dropped_pairs(heads, length, length, p, True)
+    # 32-bit rows (the sparse kernels convert 64-bit ones on every call), one dtype for the CSR
+    assert query_rows.dtype == key_rows.dtype == torch.int32
     assert torch.equal(query_rows // length, key_rows // length)  # same head
     assert (key_rows % length <= query_rows % length).all()  # only causal pairs
     assert len(torch.unique(query_rows * heads * length + key_rows)) == len(query_rows)

@@ -56,8 +56,10 @@ def sample_dropped_pairs(heads: int, num_queries: int, num_keys: int, p: float,
     ``heads`` (batch x heads) attention matrices, each pair dropped independently with probability
     ``p``, as rows of the flattened [heads * num_queries] queries and [heads * num_keys] keys, sorted by
     query row. Pairs are numbered head by head, row by row; the gaps between dropped ones are
-    geometric, so no T x S mask is ever drawn."""
+    geometric, so no T x S mask is ever drawn. The rows are 32-bit where they fit: the sparse
+    products' kernels take 32-bit indices, and convert 64-bit ones on every call."""
     rows = heads * num_queries
+    index_dtype = torch.int32 if heads * max(num_queries, num_keys) < 2 ** 31 else torch.int64
     row = torch.arange(rows)
     in_head = row % num_queries
     # Number of each (head, query row)'s first pair, and where its keys start among the key rows.
@@ -65,21 +67,23 @@ def sample_dropped_pairs(heads: int, num_queries: int, num_keys: int, p: float,
         + (in_head * (in_head + 1) // 2 if causal else in_head * num_keys)
     total = int(start[-1]) + (num_queries if causal else num_keys)
     key_offset = start - (row // num_queries) * num_keys  # pair number - key row, per query row
-    log_keep = math.log1p(-p)
+    per_log_keep = 1.0 / math.log1p(-p)
     positions, last = [], -1
     while last < total:
         expected = (total - last) * p
-        uniform = torch.rand(int(expected + 6 * expected ** 0.5) + 64, dtype=torch.float64)
-        gaps = uniform.neg_().add_(1).log_().div_(log_keep).floor_().add_(1)  # 1 - U lies in (0, 1]: log is finite
-        drawn = torch.cumsum(gaps.long(), 0).add_(last)
+        # Gaps floor(log(1 - U) / log(1 - p)) + 1 in float32, as exact as a float32 Bernoulli mask:
+        # U is a multiple of 2^-24, so 1 - U in (0, 1] is exact and its log finite.
+        uniform = torch.rand(int(expected + 6 * expected ** 0.5) + 64)
+        gaps = uniform.neg_().add_(1).log_().mul_(per_log_keep).floor_().add_(1)
+        drawn = torch.cumsum(gaps, 0, dtype=torch.int64).add_(last)
         positions.append(drawn)
         last = int(drawn[-1])
     picked = torch.cat(positions) if len(positions) > 1 else positions[0]
     picked = picked[: int(torch.searchsorted(picked, total))]
     # positions are sorted: each query row's pairs are the run between its first pair and the next row's
     counts = torch.diff(torch.searchsorted(picked, start), append=torch.tensor([len(picked)]))
-    query_rows = torch.repeat_interleave(row, counts)
-    return query_rows, picked - key_offset.index_select(0, query_rows)
+    query_rows = torch.repeat_interleave(row.to(index_dtype), counts)
+    return query_rows, (picked - key_offset.index_select(0, query_rows)).to(index_dtype)
 
 
 class DroppedPairsAttention(torch.autograd.Function):
@@ -127,6 +131,8 @@ class DroppedPairs:
     for the backward pass) by key row."""
 
     def __init__(self, query_rows: Tensor, key_rows: Tensor, num_queries: int, num_keys: int):
+        if query_rows.dtype != key_rows.dtype:
+            raise TypeError(f"query and key rows need one index dtype, got {query_rows.dtype} and {key_rows.dtype}")
         self.query_rows, self.key_rows, self.shape = query_rows, key_rows, (num_queries, num_keys)
         self.crow = _row_starts(query_rows, num_queries)
         self._by_key = None
@@ -144,8 +150,10 @@ class DroppedPairs:
 
     def transposed_times(self, values: Tensor, dense: Tensor) -> Tensor:
         """sum over pairs (i, j) of values_ij * dense_i, per key row j: [num_keys, D]."""
-        if self._by_key is None:  # a stable radix sort of 32-bit indices
-            keys, order = torch.sort(self.key_rows.int(), stable=True)
+        if self._by_key is None:  # a stable radix sort, of 32-bit indices where they fit
+            fits = self.shape[1] < 2 ** 31
+            keys, order = torch.sort(self.key_rows.int() if fits else self.key_rows, stable=True)
+            keys = keys.to(self.key_rows.dtype)
             self._by_key = (order, _row_starts(keys, self.shape[1]), self.query_rows.index_select(0, order))
         order, crow, cols = self._by_key
         with _full_precision():
@@ -162,8 +170,9 @@ def _full_precision():
 
 
 def _row_starts(rows: Tensor, count: int) -> Tensor:
-    """CSR row pointers of sorted row indices: where each of the rows 0, ..., count starts."""
-    return torch.searchsorted(rows, torch.arange(count + 1, dtype=rows.dtype)).long()
+    """CSR row pointers of sorted row indices: where each of the rows 0, ..., count starts (of the rows' dtype,
+    as the CSR format needs)."""
+    return torch.searchsorted(rows, torch.arange(count + 1, dtype=rows.dtype), out_int32=rows.dtype == torch.int32)
 
 
 __all__ = ["DroppedPairsAttention", "sample_dropped_pairs", "scaled_dot_product_attention"]
