@@ -55,6 +55,9 @@ def test_plan_sweeps_then_extends_a_winning_edge_then_runs_the_seeds_at_the_best
     # 8e-3 wins again but is not extended further; characters take the best and its better neighbour
     assert planned(extended) == [("final", "word", 8e-3, 1), ("final", "word", 8e-3, 2), ("final", "word", 8e-3, 3),
                                  ("sweep", "char", 4e-3, 1), ("sweep", "char", 8e-3, 1)]
+    # the same character runs when the command names only the character regime (a second process)
+    assert planned(extended, regimes=("char",)) == [("sweep", "char", 4e-3, 1), ("sweep", "char", 8e-3, 1)]
+    assert planned([], regimes=("char",))[0] == ("sweep", "char", 2e-3, 1)  # no word results: the grid
     lowest = [result("word", "plain_lm", lr, loss) for lr, loss in ((1e-3, 8.0), (2e-3, 8.5), (4e-3, 9.0))]
     assert planned(lowest, regimes=("word",)) == [("sweep", "word", 5e-4, 1)]
     middle = [result("word", "plain_lm", lr, loss) for lr, loss in ((1e-3, 8.4), (2e-3, 8.0), (4e-3, 8.3))]

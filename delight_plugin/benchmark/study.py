@@ -450,11 +450,18 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
     def pending(runs: List[Run]) -> List[Run]:
         return [r for r in runs if (r.regime, r.variant, r.lr, r.seed, r.tokens, r.phase) not in done]
 
+    def follow_words(regime: Regime, variant: str) -> Optional[str]:
+        # Characters follow the word sweep when it is planned here or has results: the plan must not
+        # depend on whether ``--regimes`` names ``word`` once its sweep is done.
+        variant = FULL_BUDGET_DIAGNOSTICS.get(variant, variant)
+        has_words = "word" in regimes or bool(sweep_results(results, "word", variant))
+        return "word" if regime.characters and has_words else None
+
     todo = []
     for name in regimes:
         regime = regime_table[name]
         for variant in variants:
-            follow = "word" if regime.characters and "word" in regimes else None
+            follow = follow_words(regime, variant)
             if variant in FULL_BUDGET_DIAGNOSTICS:  # once the parent's sweep is complete
                 parent = FULL_BUDGET_DIAGNOSTICS[variant]
                 parent_sweep = sweep_lrs(results, name, parent, grid, extend, follow)
@@ -531,9 +538,8 @@ def main(argv=None):
     if not args.render_only and not args.plan:
         run_study(args, regimes, root)
     every = load_results(root, {**REGIMES, **regimes})
-    results = [r for r in every if r["regime"] in regimes]  # a diagnostic needs its parent's sweep
-    if args.plan:
-        for run in plan(results, list(regimes), args.variants, args.lrs, args.seeds, regimes, not args.no_extend):
+    if args.plan:  # from every regime's results, as ``run_study`` plans (characters follow the word sweep)
+        for run in plan(every, list(regimes), args.variants, args.lrs, args.seeds, regimes, not args.no_extend):
             print(f"{run.phase:5} {run.regime:4} {run.variant:30} lr {run.lr:g} seed {run.seed} tokens {run.tokens:,}")
         return
     # Rendered from every finished run, not only this invocation's selection: processes sharing
