@@ -30,7 +30,7 @@ demo: $(STAMP)
 # Two pytest-xdist workers with one torch thread each keep both cores busy (most tests wait on a
 # fairseq subprocess's imports) without oversubscribing them. JOBS=1 runs serially.
 JOBS ?= 2
-PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -p xdist -n $(JOBS)
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -p xdist -n $(JOBS) --durations=25
 
 test: $(STAMP)
 	$(PYTEST) tests
