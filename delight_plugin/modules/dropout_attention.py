@@ -7,13 +7,13 @@ small p almost every weight is kept, so this computes the same function as
 
     out = (dropout(softmax(q k^T * scale + causal), p) v)  ==  (P v - (P * D) v) / (1 - p)
 
-with P v from the flash kernel and the sparse correction over the dropped pairs D (about p of them),
-their weights from its log-sum-exp, P_ij = exp(q_i . k_j * scale - lse_i), as sparse matrix products. The backward pass is the flash
-kernel's, given (P v - (P * D) v) as its output (which makes its row sums those of the dropped
-softmax), plus sparse terms for the dropped pairs. Dropped pairs are i.i.d. with probability p over
-the pairs (causal: j <= i) of every batch row and head, as in SDPA; only the random stream differs.
-Besides causal self-attention it covers attention under a key padding mask (translation encoders and
-encoder-decoder attention).
+with P v from the flash kernel and the sparse correction over the dropped pairs D (about p of them)
+as sparse matrix products, their weights from the kernel's log-sum-exp: P_ij = exp(q_i . k_j * scale -
+lse_i). The backward pass is the flash kernel's, given (P v - (P * D) v) as its output (which makes its
+row sums those of the dropped softmax), plus sparse terms for the dropped pairs. Dropped pairs are
+i.i.d. with probability p over the pairs (causal: j <= i) of every batch row and head, as in SDPA; only
+the random stream differs. Besides causal self-attention it covers attention under a key padding mask
+(translation encoders and encoder-decoder attention).
 """
 import math
 import warnings
