@@ -7,8 +7,10 @@ delight_translation.md: the DeLighT translation throughput), and the README's "R
 summary of it (the quality study's headline tables, one speed table and the decode tables).
 
     python scripts/render_results.py                     # print RESULTS.md
-    python scripts/render_results.py --readme README.md --output benchmarks/results/RESULTS.md
-The README must hold the markers <!-- results:begin --> and <!-- results:end --> for --readme.
+    python scripts/render_results.py --readme README.md --output benchmarks/results/RESULTS.md --docs docs
+The README must hold the markers <!-- results:begin --> and <!-- results:end --> for --readme; with
+--docs, each architecture doc's sentence between <!-- char-status:begin --> and <!-- char-status:end -->
+is rewritten from quality-study.json (which character-level finals have run, while the study runs).
 """
 import argparse
 import json
@@ -18,9 +20,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-COMMAND = "python scripts/render_results.py --readme README.md --output benchmarks/results/RESULTS.md"
+COMMAND = "python scripts/render_results.py --readme README.md --output benchmarks/results/RESULTS.md --docs docs"
 MT_RESULT = "delight_translation.md"  # scripts/bench_delight_translation.py --output ...
 README_SPEED = "benchmark-cpu-small.json"  # the speed table of the README's summary
+STUDY = "quality-study.json"
+STATUS_BEGIN, STATUS_END = "<!-- char-status:begin -->", "<!-- char-status:end -->"
+# The character-level variants the docs' status names, in the order it names them.
+CHAR_NAMES = {"transformer_lm": "`transformer_lm`", "delight_transformer_lm": "DeLighT 8 blocks",
+              "delight_transformer_lm-4blocks": "DeLighT 4 blocks", "hourglass_lm": "Hourglass",
+              "linformer_lm": "Linformer", "gau_lm": "FLASH-Quad", "gau_lm_flash": "FLASH",
+              "primer_ez_lm": "Primer-EZ", "plain_lm": "`plain_lm`"}
 
 
 def replace_between(content: str, begin: str, end: str, text: str) -> str:
@@ -98,6 +107,48 @@ def section(results_dir: Path, link_prefix: str, images: str = "") -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def char_status(study: dict, seeds: int = 3) -> str:
+    """The docs' sentence on the character-level finals run so far (test bpc, mean ± sample std)."""
+    finals = study["summary"].get("char", {})
+    done, missing, short = [], [], []
+    for variant, name in CHAR_NAMES.items():
+        run = finals.get(variant, {})
+        test = run.get("test")
+        if not test:
+            missing.append(name)
+            continue
+        ran = run["seeds"]
+        value = f"{test['mean']:.3f}" + (f" ± {test['std']:.3f}" if test["n"] > 1 else "")
+        done.append(f"{name} {value} (seed{'s' if len(ran) > 1 else ''} {', '.join(map(str, ran))})")
+        if len(ran) < seeds:
+            short.append(name)
+    text = ("and so far these finals (1.5M characters; test bpc, mean ± sample standard deviation where more "
+            "than one seed has run): " + "; ".join(done) + ".")
+    if missing:
+        text += " Not yet run: " + ", ".join(missing) + "."
+    if missing or short:
+        text += (f" {seeds} seeds each are still to come for " + ", ".join(missing + short)
+                 + ", so no claim about long contexts is made yet.")
+    else:
+        text += f" Every variant has its {seeds} seeds."
+    return text
+
+
+def update_docs(docs: Path, results_dir: Path) -> list:
+    """Rewrite the character-level status between the markers in every doc that has them."""
+    study = json.loads((results_dir / STUDY).read_text())
+    text = char_status(study)
+    changed = []
+    for doc in sorted(docs.glob("*.md")):
+        content = doc.read_text()
+        if STATUS_BEGIN in content and STATUS_END in content:
+            head, rest = content.split(STATUS_BEGIN, 1)
+            _, tail = rest.split(STATUS_END, 1)
+            doc.write_text(f"{head}{STATUS_BEGIN}{text}{STATUS_END}{tail}")
+            changed.append(doc)
+    return changed
+
+
 def summary(results_dir: Path, link_prefix: str) -> str:
     """The README's section: the quality study's headline tables, and training speed relative to
     ``transformer_lm`` from ``README_SPEED``; everything else is in RESULTS.md."""
@@ -127,6 +178,7 @@ def main():
     p.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--readme", help="replace the summary between the results markers in this file")
     p.add_argument("--output", help="write every result to this file (benchmarks/results/RESULTS.md)")
+    p.add_argument("--docs", help="rewrite the character-level status in this folder's docs (docs/)")
     args = p.parse_args()
     results_dir = Path(args.results_dir)
     link_prefix = (str(results_dir.resolve().relative_to(REPO)) if results_dir.resolve().is_relative_to(REPO)
@@ -142,7 +194,10 @@ def main():
             sys.exit(f"{readme} has no {BEGIN} ... {END} markers: add them where the Results section goes")
         readme.write_text(replace_between(content, BEGIN, END, summary(results_dir, link_prefix)))
         print(f"updated {readme}")
-    if not args.output and not args.readme:
+    if args.docs:
+        for doc in update_docs(Path(args.docs), results_dir):
+            print(f"updated {doc}")
+    if not args.output and not args.readme and not args.docs:
         print(section(results_dir, link_prefix))
 
 
