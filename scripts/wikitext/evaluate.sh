@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Perplexity of an LM checkpoint on WikiText valid and test with fairseq-eval-lm.
 set -euo pipefail
+# shellcheck source=scripts/lib/recipe.sh
 source "$(dirname "$0")/../lib/recipe.sh"
 
 usage() {
@@ -39,6 +40,7 @@ while (($#)); do
 done
 [[ -f "$CKPT" ]] || ((DRY_RUN)) || die "checkpoint $CKPT does not exist"
 DIR="$(dirname "$CKPT")" NAME="$(basename "$CKPT" .pt)"
+# shellcheck disable=SC1091  # recipe.env is written by train.sh
 if [[ -z "$DATA" && -f "$DIR/recipe.env" ]]; then DATA="$(source "$DIR/recipe.env"; echo "$DATA")"; fi
 [[ -n "$DATA" ]] || die "--data is required (no $DIR/recipe.env from train.sh)"
 [[ -f "$DATA/dict.txt" ]] || ((DRY_RUN)) || die "$DATA has no dict.txt: pass the binarised data with --data"

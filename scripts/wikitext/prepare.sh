@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Download (or copy from --source) WikiText-2 / WikiText-103 and binarise it for fairseq.
 set -euo pipefail
+# shellcheck source=scripts/lib/recipe.sh
 source "$(dirname "$0")/../lib/recipe.sh"
 
 usage() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train one LM architecture on WikiText with the recipe's hyperparameters.
 set -euo pipefail
+# shellcheck source=scripts/lib/recipe.sh
 source "$(dirname "$0")/../lib/recipe.sh"
 
 usage() {

@@ -2,6 +2,7 @@
 # BLEU of an En->Ro checkpoint: fairseq-generate (beam 5), sentencepiece decoding, sacreBLEU
 # (detokenized, with signature) and the tokenized BLEU the papers report.
 set -euo pipefail
+# shellcheck source=scripts/lib/recipe.sh
 source "$(dirname "$0")/../lib/recipe.sh"
 
 usage() {
@@ -43,6 +44,7 @@ done
 [[ "$AVERAGE" =~ ^[0-9]+$ ]] || die "--average must be a number of checkpoints, got '$AVERAGE'"
 DIR="$(dirname "$CKPT")"
 [[ -f "$CKPT" ]] || ((DRY_RUN)) || ((AVERAGE)) || die "checkpoint $CKPT does not exist"
+# shellcheck disable=SC1091  # recipe.env is written by train.sh
 if [[ -z "$DATA" && -f "$DIR/recipe.env" ]]; then DATA="$(source "$DIR/recipe.env"; echo "$DATA")"; fi
 [[ -n "$DATA" ]] || die "--data is required (no $DIR/recipe.env from train.sh)"
 ((DRY_RUN)) || for f in spm.model dict.en.txt "$SUBSET.ref.ro"; do

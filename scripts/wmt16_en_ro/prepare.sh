@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # WMT'16 English-Romanian: get the data, normalise, joint sentencepiece, binarise (joined dictionary).
 set -euo pipefail
+# shellcheck source=scripts/lib/recipe.sh
 source "$(dirname "$0")/../lib/recipe.sh"
 
 usage() {

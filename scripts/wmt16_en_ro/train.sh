@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train an En->Ro translation model with the recipe's hyperparameters.
 set -euo pipefail
+# shellcheck source=scripts/lib/recipe.sh
 source "$(dirname "$0")/../lib/recipe.sh"
 
 usage() {
