@@ -104,11 +104,16 @@ VARIANTS: Dict[str, tuple] = {
     "transformer_lm-unscaled-embedding": (BASELINE, ["--no-scale-embedding"]),
     "delight_transformer_lm-4blocks-map256": ("delight_transformer_lm", [
         "--delight-dec-layers", "4", "--delight-emb-map-dim", "256", *DELIGHT_MATCHED_DROPOUT]),
+    # FLASH's paper compares with Transformer++ (rotary positions): our softmax-attention skeleton with
+    # rotary instead of sinusoidal positions tells the position scheme's share of a gap from the block's.
+    "plain_lm-rotary": ("plain_lm", ["--position-scheme", "rotary"]),
 }
-# Diagnostic variants ask one question of their parent (does the bias or the embedding scale explain
-# its gap?): one sweep run at the grid's middle learning rate, beside the parent's run there.
+# Diagnostic variants ask one question of their parent, the variant their name starts with (does the
+# bias, the embedding scale or the position scheme explain its gap?): one sweep run beside the
+# parent's, at the grid's middle learning rate where the parent's sweep has it (words), else at the
+# parent's best sweep rate (characters, whose sweep is the word regime's best rate and a neighbour).
 DIAGNOSTICS = ("gau_lm-no-bias", "gau_lm-unscaled-embedding", "delight_transformer_lm-paper-dropouts",
-               "gau_lm_flash-unscaled-embedding", "transformer_lm-unscaled-embedding")
+               "gau_lm_flash-unscaled-embedding", "transformer_lm-unscaled-embedding", "plain_lm-rotary")
 # Full-budget diagnostics ask a question the short sweep cannot (a gap that opens late): final runs,
 # every seed, at their parent's best sweep learning rate. DeLighT predicts through its map dim (128
 # at `small`, so adaptive-softmax tails of 32 and 8 dims against the baseline's 64 and 16); map256
@@ -416,6 +421,23 @@ def best_lr(results: List[dict], regime: str, variant: str) -> Optional[float]:
     return min(rows, key=lambda r: r["valid"]["loss"])["lr"] if rows else None
 
 
+def diagnostic_parent(variant: str) -> str:
+    return variant.split("-", 1)[0]
+
+
+def diagnostic_lr(results: List[dict], regime: str, variant: str, grid: List[float], extend: bool,
+                  follow: Optional[str]) -> Optional[float]:
+    """A diagnostic's one learning rate: the grid's middle one if its parent sweeps it, else the parent's
+    best once the parent's sweep is complete (None until then)."""
+    parent = diagnostic_parent(variant)
+    lrs = sweep_lrs(results, regime, parent, grid, extend, follow)
+    middle = grid[len(grid) // 2]
+    if lrs is None or middle in lrs:
+        return middle if lrs is not None else None
+    done = {r["lr"] for r in sweep_results(results, regime, parent)}
+    return best_lr(results, regime, parent) if set(lrs) <= done else None
+
+
 def sweep_lrs(results: List[dict], regime: str, variant: str, grid: List[float], extend: bool = True,
               follow: Optional[str] = None) -> Optional[List[float]]:
     """The learning rates to sweep: the grid, extended once past an edge that wins. A regime that
@@ -453,7 +475,7 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
     def follow_words(regime: Regime, variant: str) -> Optional[str]:
         # Characters follow the word sweep when it is planned here or has results: the plan must not
         # depend on whether ``--regimes`` names ``word`` once its sweep is done.
-        variant = FULL_BUDGET_DIAGNOSTICS.get(variant, variant)
+        variant = FULL_BUDGET_DIAGNOSTICS.get(variant, diagnostic_parent(variant) if variant in DIAGNOSTICS else variant)
         has_words = "word" in regimes or bool(sweep_results(results, "word", variant))
         return "word" if regime.characters and has_words else None
 
@@ -470,7 +492,9 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
                     todo += pending([Run(name, variant, lr, seed, regime.final_tokens, "final") for seed in seeds])
                 continue
             if variant in DIAGNOSTICS:
-                todo += pending([Run(name, variant, grid[len(grid) // 2], SWEEP_SEED, regime.sweep_tokens, "sweep")])
+                lr = diagnostic_lr(results, name, variant, grid, extend, follow)
+                if lr is not None:
+                    todo += pending([Run(name, variant, lr, SWEEP_SEED, regime.sweep_tokens, "sweep")])
                 continue
             lrs = sweep_lrs(results, name, variant, grid, extend, follow)
             if lrs is None:
