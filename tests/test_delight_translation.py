@@ -205,8 +205,8 @@ def test_fairseq_train_and_generate(mt_data_bin, tmp_path):
 
 @pytest.mark.slow
 def test_memorises_a_few_hundred_pairs(tmp_path):
-    """A small delight_transformer trained for about a minute on CPU reproduces its training pairs: BLEU > 60
-    (measured 91.7 after 150 updates)."""
+    """A small delight_transformer trained for 70 updates on CPU reproduces its training pairs: BLEU > 60
+    (measured 91.3; 92.9 after 100 updates and 91.7 after 150, which took twice as long)."""
     text, count = harness.short_pairs(tmp_path / "text", count=200, max_words=8)
     assert count == 200
     data = tmp_path / "bin"
@@ -219,7 +219,7 @@ def test_memorises_a_few_hundred_pairs(tmp_path):
                         "--pe-dropout", "0", "--ffn-dropout", "0", "--delight-emb-dropout", "0", "--delight-dropout", "0",
                         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.005",
                         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "30", "--max-tokens", "4096",
-                        "--max-update", "150", "--save-interval", "100000", "--save-dir", tmp_path / "ckpt",
+                        "--max-update", "70", "--save-interval", "100000", "--save-dir", tmp_path / "ckpt",
                         "--no-epoch-checkpoints",
                         "--num-workers", "0", "--disable-validation", "--seed", "1",
                         "--log-format", "simple", "--log-interval", "100")
