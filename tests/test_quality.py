@@ -135,6 +135,15 @@ def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_stop_file_ends_the_study_before_its_next_run(tmp_path, capsys):
+    argv = small_study_argv(tmp_path, "word", final_tokens=2048)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / study.STOP_FILE).touch()
+    study.main(argv)
+    assert "stopping before the next run" in capsys.readouterr().out
+    assert study.load_results(tmp_path / "work" / "runs") == []
+
+
 def test_the_character_regime_runs_end_to_end_and_reports_bits_per_character(tmp_path):
     """The character corpus is built from the word files, binarised, trained and scored; the table
     reports bits per character."""

@@ -16,7 +16,8 @@ variant (``transformer_lm``, every LM model of the plugin, FLASH, a smaller DeLi
 Every run is fairseq-train, then fairseq-eval-lm on the full validation set (and the test set for
 final runs). A run's directory holds its logs and ``result.json``; a run with a ``result.json`` is
 skipped, and an interrupted one resumes from its ``checkpoint_last.pt`` (fairseq's own resume),
-so the study can be stopped and restarted at any time. The committed results (``--results-dir``)
+so the study can be stopped and restarted at any time (``touch <work-dir>/STOP`` stops every
+process on the work directory once its current run has finished, so none is lost). The committed results (``--results-dir``)
 are read back into an empty work directory first, so a fresh clone on another machine continues
 the study where the last one stopped. ``--plan`` prints what is left to do.
 Results: ``quality-study.json``, ``.md`` and one figure per regime (valid loss against tokens,
@@ -130,6 +131,8 @@ SWEEP_SEED = 1
 WARMUP_UPDATES = 100
 DROPOUT = 0.1  # fairseq's default; the budgets are under one epoch, so the recipe's 0.3 only slows learning
 CURVE_POINTS = 10
+# `touch <work-dir>/STOP`: every study process on that work directory finishes its current run and exits.
+STOP_FILE = "STOP"
 
 
 @dataclass(frozen=True)
@@ -585,7 +588,11 @@ def machine() -> str:
 def run_study(args, regimes: Dict[str, Regime], root: Path) -> None:
     costs: Dict[tuple, dict] = {}
     done = 0
+    stop = args.work_dir / STOP_FILE
     while args.max_runs is None or done < args.max_runs:
+        if stop.exists():  # between runs, so no run's work is lost
+            print(f"{stop} exists: stopping before the next run (delete it to run again)", flush=True)
+            return
         results = load_results(root, regimes)
         todo = plan(results, list(regimes), args.variants, args.lrs, args.seeds, regimes, not args.no_extend)
         if not todo:
