@@ -196,12 +196,12 @@ def test_a_diagnostic_variant_runs_once_at_the_middle_learning_rate():
 def test_a_character_diagnostic_runs_at_its_parents_best_character_rate():
     """The character sweep holds the word regime's best rate and a neighbour, not the grid's middle:
     the diagnostic waits for its parent's character sweep and runs beside its best run."""
-    grid, diagnostic = [1e-3, 2e-3, 4e-3], "plain_lm-rotary"
-    assert diagnostic in study.DIAGNOSTICS and study.diagnostic_parent(diagnostic) == "plain_lm"
-    words = [result("word", "plain_lm", lr, loss) for lr, loss in [(1e-3, 9.0), (2e-3, 8.8), (4e-3, 8.5), (8e-3, 8.7)]]
+    grid, diagnostic = [1e-3, 2e-3, 4e-3], "gau_lm-no-bias"
+    assert diagnostic in study.DIAGNOSTICS and study.diagnostic_parent(diagnostic) == "gau_lm"
+    words = [result("word", "gau_lm", lr, loss) for lr, loss in [(1e-3, 9.0), (2e-3, 8.8), (4e-3, 8.5), (8e-3, 8.7)]]
     assert study.plan(words, ["word", "char"], [diagnostic], grid, [1], REGIMES) == [
-        study.Run("word", diagnostic, 2e-3, 1, 100, "sweep")]  # the char sweep of plain_lm has not run
-    chars = words + [result("char", "plain_lm", 4e-3, 3.5), result("char", "plain_lm", 8e-3, 3.4)]
+        study.Run("word", diagnostic, 2e-3, 1, 100, "sweep")]  # the char sweep of gau_lm has not run
+    chars = words + [result("char", "gau_lm", 4e-3, 3.5), result("char", "gau_lm", 8e-3, 3.4)]
     for regimes in (["word", "char"], ["char"]):  # whether or not --regimes names the word regime
         runs = study.plan(chars + [result("word", diagnostic, 2e-3, 8.6)], regimes, [diagnostic], grid, [1], REGIMES)
         assert [(r.regime, r.lr) for r in runs] == [("char", 8e-3)], regimes
