@@ -29,7 +29,8 @@ STATUS_BEGIN, STATUS_END = "<!-- char-status:begin -->", "<!-- char-status:end -
 CHAR_NAMES = {"transformer_lm": "`transformer_lm`", "delight_transformer_lm": "DeLighT 8 blocks",
               "delight_transformer_lm-4blocks": "DeLighT 4 blocks", "hourglass_lm": "Hourglass",
               "linformer_lm": "Linformer", "gau_lm": "FLASH-Quad", "gau_lm_flash": "FLASH",
-              "primer_ez_lm": "Primer-EZ", "plain_lm": "`plain_lm`"}
+              "primer_ez_lm": "Primer-EZ", "plain_lm": "`plain_lm`",
+              "plain_lm-rotary": "`plain_lm` with rotary positions"}
 
 
 def replace_between(content: str, begin: str, end: str, text: str) -> str:
