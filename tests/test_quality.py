@@ -134,7 +134,6 @@ def test_a_small_study_runs_resumes_and_renders(tmp_path, capsys):
     assert (tmp_path / "results" / "quality-study.md").read_text().split("\n", 1)[1] == first.split("\n", 1)[1]
 
 
-@pytest.mark.slow
 def test_a_stop_file_ends_the_study_before_its_next_run(tmp_path, capsys):
     argv = small_study_argv(tmp_path, "word", final_tokens=2048)
     (tmp_path / "work").mkdir()
@@ -144,6 +143,7 @@ def test_a_stop_file_ends_the_study_before_its_next_run(tmp_path, capsys):
     assert study.load_results(tmp_path / "work" / "runs") == []
 
 
+@pytest.mark.slow
 def test_the_character_regime_runs_end_to_end_and_reports_bits_per_character(tmp_path):
     """The character corpus is built from the word files, binarised, trained and scored; the table
     reports bits per character."""
