@@ -33,10 +33,10 @@ CHAR_NAMES = {"transformer_lm": "`transformer_lm`", "delight_transformer_lm": "D
               "plain_lm-rotary": "`plain_lm` with rotary positions"}
 
 
-def replace_between(content: str, begin: str, end: str, text: str) -> str:
+def replace_between(content: str, begin: str, end: str, text: str, separator: str = "\n") -> str:
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
-    return f"{head}{begin}\n{text}{end}{tail}"
+    return f"{head}{begin}{separator}{text}{end}{tail}"
 
 
 def _modules():
@@ -123,8 +123,9 @@ def char_status(study: dict, seeds: int = 3) -> str:
         done.append(f"{name} {value} (seed{'s' if len(ran) > 1 else ''} {', '.join(map(str, ran))})")
         if len(ran) < seeds:
             short.append(name)
-    text = ("and so far these finals (1.5M characters; test bpc, mean ± sample standard deviation where more "
-            "than one seed has run): " + "; ".join(done) + ".")
+    budget = study.get("meta", {}).get("regimes", {}).get("char", {}).get("final_tokens", 1_500_000)
+    text = (f"and so far these finals ({budget / 1e6:g}M characters; test bpc, mean ± sample standard deviation "
+            "where more than one seed has run): " + "; ".join(done) + ".")
     if missing:
         text += " Not yet run: " + ", ".join(missing) + "."
     if missing or short:
@@ -142,10 +143,8 @@ def update_docs(docs: Path, results_dir: Path) -> list:
     changed = []
     for doc in sorted(docs.glob("*.md")):
         content = doc.read_text()
-        if STATUS_BEGIN in content and STATUS_END in content:
-            head, rest = content.split(STATUS_BEGIN, 1)
-            _, tail = rest.split(STATUS_END, 1)
-            doc.write_text(f"{head}{STATUS_BEGIN}{text}{STATUS_END}{tail}")
+        if STATUS_BEGIN in content and STATUS_END in content:  # the sentence sits inside a paragraph
+            doc.write_text(replace_between(content, STATUS_BEGIN, STATUS_END, text, separator=""))
             changed.append(doc)
     return changed
 

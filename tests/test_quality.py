@@ -197,7 +197,7 @@ def test_a_character_diagnostic_runs_at_its_parents_best_character_rate():
     """The character sweep holds the word regime's best rate and a neighbour, not the grid's middle:
     the diagnostic waits for its parent's character sweep and runs beside its best run."""
     grid, diagnostic = [1e-3, 2e-3, 4e-3], "gau_lm-no-bias"
-    assert diagnostic in study.DIAGNOSTICS and study.diagnostic_parent(diagnostic) == "gau_lm"
+    assert diagnostic in study.DIAGNOSTICS and study.parent_of(diagnostic) == "gau_lm"
     words = [result("word", "gau_lm", lr, loss) for lr, loss in [(1e-3, 9.0), (2e-3, 8.8), (4e-3, 8.5), (8e-3, 8.7)]]
     assert study.plan(words, ["word", "char"], [diagnostic], grid, [1], REGIMES) == [
         study.Run("word", diagnostic, 2e-3, 1, 100, "sweep")]  # the char sweep of gau_lm has not run

@@ -426,19 +426,24 @@ def best_lr(results: List[dict], regime: str, variant: str) -> Optional[float]:
     return min(rows, key=lambda r: r["valid"]["loss"])["lr"] if rows else None
 
 
-def diagnostic_parent(variant: str) -> str:
-    return variant.split("-", 1)[0]
+def parent_of(variant: str) -> str:
+    """The variant whose learning rates a diagnostic follows (itself for any other variant)."""
+    if variant in FULL_BUDGET_DIAGNOSTICS:
+        return FULL_BUDGET_DIAGNOSTICS[variant]
+    return variant.split("-", 1)[0] if variant in DIAGNOSTICS else variant
 
 
 def diagnostic_lr(results: List[dict], regime: str, variant: str, grid: List[float], extend: bool,
                   follow: Optional[str]) -> Optional[float]:
     """A diagnostic's one learning rate: the grid's middle one if its parent sweeps it, else the parent's
     best once the parent's sweep is complete (None until then)."""
-    parent = diagnostic_parent(variant)
+    parent = parent_of(variant)
     lrs = sweep_lrs(results, regime, parent, grid, extend, follow)
+    if lrs is None:
+        return None
     middle = grid[len(grid) // 2]
-    if lrs is None or middle in lrs:
-        return middle if lrs is not None else None
+    if middle in lrs:
+        return middle
     done = {r["lr"] for r in sweep_results(results, regime, parent)}
     return best_lr(results, regime, parent) if set(lrs) <= done else None
 
@@ -480,8 +485,7 @@ def plan(results: List[dict], regimes: List[str], variants: List[str], grid: Lis
     def follow_words(regime: Regime, variant: str) -> Optional[str]:
         # Characters follow the word sweep when it is planned here or has results: the plan must not
         # depend on whether ``--regimes`` names ``word`` once its sweep is done.
-        variant = FULL_BUDGET_DIAGNOSTICS.get(variant, diagnostic_parent(variant) if variant in DIAGNOSTICS else variant)
-        has_words = "word" in regimes or bool(sweep_results(results, "word", variant))
+        has_words = "word" in regimes or bool(sweep_results(results, "word", parent_of(variant)))
         return "word" if regime.characters and has_words else None
 
     todo = []
