@@ -12,6 +12,7 @@ import torch
 
 import harness
 from delight_plugin.building import training_args
+from delight_plugin.modules.dropout import Dropout
 
 ARCH = "delight_transformer"
 TINY = ["--delight-emb-map-dim", "32", "--delight-emb-out-dim", "64", "--delight-enc-layers", "2",
@@ -257,7 +258,7 @@ def test_scaled_dropouts_round_as_the_reference_for_d_m_64_to_1024():
 def test_base_arch_delight_dropout_is_the_references_0_1(tmp_path):
     model, _ = build(TINY, tmp=tmp_path)
     for dextra in (model.encoder.layers[0].dextra, model.decoder.layers[1].dextra, model.encoder.input_transform.dextra):
-        assert {m.p for m in dextra.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+        assert {m.p for m in dextra.modules() if isinstance(m, Dropout)} == {0.1}
 
 
 @pytest.mark.parametrize("alias,original", [("delight_transformer_wmt14_de_en", "delight_transformer_wmt14_en_de"),

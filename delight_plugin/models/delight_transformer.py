@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..modules.cache import Seq2SeqContext
 from ..modules.delight import RecurrentDropout, build_norm
+from ..modules.dropout import Dropout
 from ..modules.positions import build_positions
 from ..modules.recompute import block_stack
 from ..reporting import macs
@@ -118,7 +119,7 @@ class DeLighTEmbedder(nn.Module):
         scheme = "none" if cfg.no_token_positional_embeddings else ("learned" if learned_pos else "sinusoidal")
         self.embed_positions = build_positions(scheme, cfg.delight_emb_out_dim, max_positions + 1)
         self.dropout = RecurrentDropout(cfg.pe_dropout) if self.embed_positions is not None \
-            else nn.Dropout(cfg.dropout)
+            else Dropout(cfg.dropout)
 
     def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
         x = self.input_transform(self.embed_scale * self.embed_tokens(tokens))

@@ -13,10 +13,10 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model, register_model_architecture
 from fairseq.utils import safe_getattr
 from omegaconf import II
-from torch import nn
 
 from ..modules.delight import RecurrentDropout, build_norm
 from ..modules.delight.adaptive_input import BandScaledAdaptiveInput
+from ..modules.dropout import Dropout
 from ..reporting import macs
 from . import delight_config
 from .delight_config import DeLighTCommonConfig, scaled_dropout
@@ -108,7 +108,7 @@ class DeLighTLanguageModel(EfficientLanguageModel):
     def build_embedding_dropout(cls, cfg):
         if cfg.position_scheme in ("learned", "sinusoidal"):
             return RecurrentDropout(cfg.pe_dropout)
-        return nn.Dropout(cfg.dropout)  # the reference's fallback when there are no position embeddings
+        return Dropout(cfg.dropout)  # the reference's fallback when there are no position embeddings
 
     @classmethod
     def build_norm(cls, cfg, dim):

@@ -16,12 +16,13 @@ import torch
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel
-from fairseq.modules import AdaptiveSoftmax, FairseqDropout
+from fairseq.modules import AdaptiveSoftmax
 from omegaconf import II
 from torch import Tensor, nn
 
 from ..modules.adaptive_input import AdaptiveInputAnyDtype
 from ..modules.cache import DecodingContext
+from ..modules.dropout import Dropout
 from ..modules.positions import POSITION_SCHEMES, build_positions
 from ..modules.recompute import block_stack
 from ..presets import BASE
@@ -264,7 +265,7 @@ class EfficientLanguageModel(FairseqLanguageModel):
 
     @classmethod
     def build_embedding_dropout(cls, cfg) -> nn.Module:
-        return FairseqDropout(cfg.dropout, module_name="embedding_dropout")
+        return Dropout(cfg.dropout, module_name="embedding_dropout")
 
     @classmethod
     def build_norm(cls, cfg, dim: int) -> nn.Module:

@@ -16,13 +16,13 @@ from typing import Dict, List, Optional
 
 import torch
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel, register_model, register_model_architecture
-from fairseq.modules import FairseqDropout
 from fairseq.utils import safe_getattr
 from omegaconf import II
 from torch import Tensor, nn
 
 from ..modules.attention import BidirectionalSelfAttention
 from ..modules.cache import Seq2SeqContext
+from ..modules.dropout import Dropout
 from ..modules.linformer import BidirectionalLinformerAttention, SequenceCompression
 from ..modules.positions import build_positions
 from ..modules.recompute import block_stack
@@ -123,7 +123,7 @@ class LinformerEncoder(FairseqEncoder):
         self.embed_tokens = embed_tokens
         self.embed_scale = 1.0 if cfg.no_scale_embedding else dim**0.5
         self.embed_positions = build_positions(cfg.position_scheme, dim, cfg.max_source_positions)
-        self.embedding_dropout = FairseqDropout(cfg.dropout, module_name="embedding_dropout")
+        self.embedding_dropout = Dropout(cfg.dropout, module_name="embedding_dropout")
         self.layers = block_stack(EncoderLayerBuilder.build_blocks(EncoderView(cfg)), cfg.checkpoint_activations)
         self.layer_norm = nn.LayerNorm(dim)
 

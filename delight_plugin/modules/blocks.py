@@ -2,10 +2,10 @@
 block of the Primer, Hourglass and Linformer LMs and of the Linformer translation model."""
 from typing import Optional
 
-from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
 from .cache import DecodingContext
+from .dropout import Dropout
 from .recompute import recomputed
 
 
@@ -23,7 +23,7 @@ class PreNormBlock(nn.Module):
         self.attention = attention
         self.ffn_norm = nn.LayerNorm(dim) if ffn is not None else None
         self.ffn = ffn
-        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
+        self.dropout = Dropout(dropout, module_name=type(self).__name__)
         self.checkpoint_sublayers = checkpoint_sublayers
         self.source_norm = self.source_attention = None
 

@@ -1,7 +1,8 @@
 """Position-wise feed-forward network and the activations our configs name."""
 import torch.nn.functional as F
-from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
+
+from .dropout import Dropout
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -25,7 +26,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.activation = get_activation(activation)
-        self.activation_dropout = FairseqDropout(activation_dropout, module_name=type(self).__name__)
+        self.activation_dropout = Dropout(activation_dropout, module_name=type(self).__name__)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))

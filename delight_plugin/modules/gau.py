@@ -22,11 +22,11 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
 from .attention import causal_mask
 from .cache import CachedModule, DecodingContext, append_rows
+from .dropout import Dropout, dropout as apply_dropout
 from .group_attention import group_attention, laplace
 from .prefix_sum import accumulator, exclusive_prefix_sum
 from .positions import RotaryEmbedding
@@ -139,7 +139,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attention_fn
     if mask is not None:
         weights = weights.masked_fill_(~mask, 0.0)
     if training and dropout_p:
-        weights = F.dropout(weights, dropout_p, training)
+        weights = apply_dropout(weights, dropout_p, training)
     # bmm for 3-D: matmul would add expand and view ops, a measurable part of a decoding step
     return torch.bmm(weights, v) if weights.dim() == 3 and v.dim() == 3 else torch.matmul(weights, v)
 
@@ -310,8 +310,8 @@ class GAUBlock(CachedModule):
         bias = CausalRelativeBias() if relative_bias else None
         self.attention = (QuadAttention(quad_scale_length, attention_fn, bias, attention_dropout) if mode == "quad"
                           else ChunkedAttention(group_size, attention_fn, bias, attention_dropout))
-        self.activation_dropout = FairseqDropout(activation_dropout, module_name=type(self).__name__)
-        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
+        self.activation_dropout = Dropout(activation_dropout, module_name=type(self).__name__)
+        self.dropout = Dropout(dropout, module_name=type(self).__name__)
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
         h = self.norm(x)

@@ -18,11 +18,11 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
 from .cache import CachedModule, DecodingContext
 from .feedforward import FeedForward
+from .dropout import Dropout
 
 DOWNSAMPLINGS = ("avg", "linear", "attention")
 UPSAMPLINGS = ("repeat", "linear", "attention")
@@ -117,7 +117,7 @@ class CrossAttentionBlock(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, activation)
-        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
+        self.dropout = Dropout(dropout, module_name=type(self).__name__)
 
     def heads(self, x: Tensor) -> Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(-3, -2)
@@ -196,7 +196,7 @@ class HourglassLevel(CachedModule):
         self.norm = nn.LayerNorm(dim)
         self.upsample = upsample
         self.up_attention = up_attention
-        self.dropout = FairseqDropout(dropout, module_name=type(self).__name__)
+        self.dropout = Dropout(dropout, module_name=type(self).__name__)
 
     def forward(self, x: Tensor, ctx: DecodingContext) -> Tensor:
         bsz, length, dim = x.shape

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .attention import CausalSelfAttention
 from .cache import DecodingContext
+from .dropout import dropout as apply_dropout
 from .prefix_sum import accumulator, exclusive_prefix_sum
 
 PROJECTION_METHODS = ("learnable", "convolution", "no-params")
@@ -89,7 +90,7 @@ def prefix_compressed_attention(
         scores = scores.view(-1, chunks, chunk, slots).masked_fill(~visible.view(chunks, chunk, slots), float("-inf"))
         scores = scores.flatten(0, 1)
     weights = scores.softmax(dim=-1)
-    read = F.dropout(weights, dropout) if dropout else weights
+    read = apply_dropout(weights, dropout) if dropout else weights
     if not row_scale:
         read = (read.view(-1, chunks, chunk, slots) * scale).flatten(0, 1)
     mixing = torch.bmm(read, f).masked_fill_(~own_chunk, 0.0)  # [B*H*C, c, c]: weight of v_s in out_i
@@ -129,7 +130,7 @@ def compressed_attention_step(
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
     weights = scores.softmax(dim=-1)
-    read = F.dropout(weights, dropout) if dropout else weights
+    read = apply_dropout(weights, dropout) if dropout else weights
     if row_scale:
         out = torch.matmul(read, value_state.to(q.dtype)).mul_(scale)
     else:

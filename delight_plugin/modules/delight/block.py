@@ -12,6 +12,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from ..cache import DecodingContext
+from ..dropout import Dropout
 from .attention import SingleHeadCrossAttention, SingleHeadSelfAttention
 from .dextra import DExTraUnit
 from .ffn import LightFFN
@@ -67,7 +68,7 @@ class DeLighTBlock(nn.Module):
             self.cross_attn_norm = build_norm(opts.norm_type, dim)
         self.ffn = LightFFN(dim, opts.ffn_reduction, opts.act_type, opts.activation_dropout, opts.ffn_dropout)
         self.ffn_norm = build_norm(opts.norm_type, dim)
-        self.dropout = nn.Dropout(opts.dropout)
+        self.dropout = Dropout(opts.dropout)
 
     def _residual(self, x: Tensor, norm: nn.Module, sublayer) -> Tensor:
         if self.normalize_before:

@@ -1,6 +1,7 @@
 """The light-weight FFN: d_m -> d_m/r -> d_m (r = 4 gives 16x fewer weights than a 4*d_m FFN)."""
 from torch import Tensor, nn
 
+from ..dropout import Dropout
 from .norms import build_activation
 
 
@@ -14,8 +15,8 @@ class LightFFN(nn.Module):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
         self.activation = build_activation(act_type)
-        self.activation_dropout = nn.Dropout(activation_dropout)
-        self.ffn_dropout = nn.Dropout(ffn_dropout)
+        self.activation_dropout = Dropout(activation_dropout)
+        self.ffn_dropout = Dropout(ffn_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ffn_dropout(self.fc2(self.activation_dropout(self.activation(self.fc1(x)))))

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..dropout import Dropout
 from .norms import build_activation, build_norm
 
 
@@ -28,7 +29,7 @@ class GroupLinear(nn.Module):
         nn.init.xavier_uniform_(self.weight[0] if groups == 1 else self.weight)  # g = 1: the reference's Linear
         self.norm = build_norm(norm_type, out_features // groups) if norm_type else None
         self.activation = build_activation(act_type) if act_type else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]

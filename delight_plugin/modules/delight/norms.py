@@ -2,6 +2,8 @@
 ``--act-type`` and ``--pe-dropout``/``--delight-emb-dropout`` name."""
 from torch import Tensor, nn
 
+from ..dropout import keep_mask
+
 NORM_TYPES = ("ln", "bn", "gn")
 ACT_TYPES = ("relu", "leaky", "selu", "elu", "celu", "prelu", "sigmoid", "tanh", "gelu", "swish")
 
@@ -45,8 +47,7 @@ class RecurrentDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # x: [batch, time, channels]
         if not self.training or self.p == 0:
             return x
-        keep = x.new_empty(x.size(0), 1, x.size(-1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
+        return x * keep_mask((x.size(0), 1, x.size(-1)), self.p, x.dtype, x.device)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
